@@ -1,0 +1,152 @@
+//! An in-memory [`Backend`]: a sorted map of parameters that answers like SSM (pages of 10,
+//! recursive or one level), counts every call by operation, and can fail or hold calls on demand.
+//! Unit tests prove caching with its call counts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Semaphore;
+
+use super::{Backend, BackendError, Op, Page, Param};
+use crate::content::{Content, ParamType};
+
+const PAGE_SIZE: usize = 10;
+
+#[derive(Clone)]
+struct Stored {
+    kind: ParamType,
+    value: String,
+    version: i64,
+    modified: SystemTime,
+}
+
+#[derive(Default)]
+struct Inner {
+    params: BTreeMap<String, Stored>,
+    calls: HashMap<Op, u64>,
+    fail_with: Option<BackendError>,
+}
+
+/// See the module documentation. Cloning shares the store.
+#[derive(Clone, Default)]
+pub struct MemoryBackend {
+    inner: Arc<Mutex<Inner>>,
+    /// When set, every call waits for a permit first (tests release them one by one).
+    gate: Arc<Mutex<Option<Arc<Semaphore>>>>,
+}
+
+impl MemoryBackend {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Creates or overwrites a parameter; each write makes a new version, as in SSM.
+    pub fn put(&self, name: &str, kind: ParamType, value: &str) {
+        let mut inner = self.inner.lock().unwrap();
+        let version = inner.params.get(name).map_or(1, |p| p.version + 1);
+        let modified = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + version as u64);
+        inner.params.insert(
+            name.to_string(),
+            Stored {
+                kind,
+                value: value.to_string(),
+                version,
+                modified,
+            },
+        );
+    }
+
+    pub fn delete(&self, name: &str) {
+        self.inner.lock().unwrap().params.remove(name);
+    }
+
+    /// Calls made so far of one operation.
+    pub fn calls(&self, op: Op) -> u64 {
+        self.inner
+            .lock()
+            .unwrap()
+            .calls
+            .get(&op)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Calls made so far of every operation.
+    pub fn total_calls(&self) -> u64 {
+        self.inner.lock().unwrap().calls.values().sum()
+    }
+
+    /// Makes every call fail with `err` until `None` is set.
+    pub fn fail_with(&self, err: Option<BackendError>) {
+        self.inner.lock().unwrap().fail_with = err;
+    }
+
+    /// Holds every call until a permit is added to the returned semaphore.
+    pub fn hold_calls(&self) -> Arc<Semaphore> {
+        let sem = Arc::new(Semaphore::new(0));
+        *self.gate.lock().unwrap() = Some(sem.clone());
+        sem
+    }
+
+    async fn enter(&self, op: Op) -> Result<(), BackendError> {
+        *self.inner.lock().unwrap().calls.entry(op).or_default() += 1;
+        let gate = self.gate.lock().unwrap().clone();
+        if let Some(sem) = gate {
+            sem.acquire().await.expect("gate closed").forget();
+        }
+        match &self.inner.lock().unwrap().fail_with {
+            Some(err) => Err(err.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
+fn to_param(name: &str, s: &Stored) -> Param {
+    Param {
+        name: name.to_string(),
+        kind: s.kind,
+        content: Content::render(s.kind, s.value.clone()),
+        version: s.version,
+        last_modified: s.modified,
+        arn: format!("arn:aws:ssm:us-east-1:123456789012:parameter{name}"),
+        data_type: "text".to_string(),
+    }
+}
+
+impl Backend for MemoryBackend {
+    async fn get_parameters_by_path(
+        &self,
+        path: &str,
+        recursive: bool,
+        next_token: Option<String>,
+    ) -> Result<Page, BackendError> {
+        self.enter(Op::GetParametersByPath).await?;
+        let prefix = format!("{}/", path.trim_end_matches('/'));
+        let skip: usize = next_token.map_or(0, |t| t.parse().unwrap());
+        let inner = self.inner.lock().unwrap();
+        let matching: Vec<_> = inner
+            .params
+            .range(prefix.clone()..)
+            .take_while(|(name, _)| name.starts_with(&prefix))
+            .filter(|(name, _)| recursive || !name[prefix.len()..].contains('/'))
+            .collect();
+        let params = matching
+            .iter()
+            .skip(skip)
+            .take(PAGE_SIZE)
+            .map(|(name, s)| to_param(name, s))
+            .collect();
+        let next = skip + PAGE_SIZE;
+        Ok(Page {
+            params,
+            next_token: (next < matching.len()).then(|| next.to_string()),
+        })
+    }
+
+    async fn get_parameter(&self, name: &str) -> Result<Option<Param>, BackendError> {
+        self.enter(Op::GetParameter).await?;
+        let inner = self.inner.lock().unwrap();
+        Ok(inner.params.get(name).map(|s| to_param(name, s)))
+    }
+}

@@ -1,0 +1,93 @@
+//! Running in the background the way FUSE tools do: the parent process waits until the child has
+//! mounted, then exits 0, or prints the child's error and exits 1. Also tells systemd, when it
+//! is listening, that the mount is live and when it stops.
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+
+use nix::unistd::{fork, pipe, setsid, ForkResult};
+
+/// The channel through which the process reports the outcome of start-up.
+pub struct Readiness {
+    /// Write end of the pipe to the waiting parent; `None` in the foreground.
+    pipe: Option<std::fs::File>,
+}
+
+impl Readiness {
+    pub fn foreground() -> Self {
+        Readiness { pipe: None }
+    }
+
+    /// Forks. Returns in the child; the parent waits for the child's report and exits.
+    ///
+    /// Must be called before any thread is started: only the calling thread survives a fork.
+    pub fn daemonize() -> Result<Self, String> {
+        let (read, write): (OwnedFd, OwnedFd) = pipe().map_err(|e| format!("pipe: {e}"))?;
+        // SAFETY: no other thread exists yet (see above), so the child is in a consistent state.
+        match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+            ForkResult::Parent { .. } => {
+                drop(write);
+                let mut report = String::new();
+                let _ = std::fs::File::from(read).read_to_string(&mut report);
+                match report.strip_prefix("ok") {
+                    Some(_) => std::process::exit(0),
+                    None if report.is_empty() => {
+                        eprintln!("ssmfs: the daemon exited during start-up (see its log)");
+                        std::process::exit(1)
+                    }
+                    None => {
+                        eprintln!("ssmfs: {report}");
+                        std::process::exit(1)
+                    }
+                }
+            }
+            ForkResult::Child => {
+                drop(read);
+                let _ = setsid();
+                Ok(Readiness {
+                    pipe: Some(std::fs::File::from(write)),
+                })
+            }
+        }
+    }
+
+    /// Reports that the mount is live.
+    pub fn ready(&mut self) {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        if let Some(mut pipe) = self.pipe.take() {
+            let _ = pipe.write_all(b"ok");
+            detach_stdio();
+        }
+    }
+
+    /// Reports a start-up failure.
+    pub fn failed(&mut self, message: &str) {
+        match self.pipe.take() {
+            Some(mut pipe) => {
+                let _ = pipe.write_all(message.as_bytes());
+            }
+            None => eprintln!("ssmfs: {message}"),
+        }
+    }
+}
+
+pub fn notify_stopping() {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+}
+
+/// Points standard input, output and error at /dev/null and leaves the working directory, so
+/// that the daemon holds no terminal and no directory busy.
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        use std::os::fd::AsRawFd;
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors, which this process owns.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+    let _ = std::env::set_current_dir("/");
+}

@@ -1,0 +1,662 @@
+//! The filesystem core: answers lookups, attributes, reads, listings and `.refresh` writes from
+//! the [`Tree`], and decides which API call to make when the tree does not know enough.
+//!
+//! It knows paths, inodes and the cache, not fuser's request types: the FUSE adapter turns its
+//! plain results into replies, and unit tests call it directly over the in-memory backend.
+//!
+//! Promises:
+//! - an answer from knowledge younger than `max_age` costs no API call, for names that exist and
+//!   for names that do not;
+//! - what needs fetching is fetched with the smallest call that answers it: a lookup in a
+//!   directory not yet listed probes that one name, a listing sweeps that directory's subtree,
+//!   an expired file refreshes its directory's files (or itself, if they were never listed);
+//! - concurrent requests needing the same fetch share one (see [`crate::flight`]);
+//! - when AWS fails transiently, the last good knowledge answers, whatever its age, and no call
+//!   is tried for a back-off period, so an outage costs neither errors nor waiting for data held;
+//! - every change a fetch makes to what a path shows is sent to the kernel as an invalidation.
+
+use std::ffi::OsStr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use tracing::{debug, info, warn};
+
+use crate::backend::{Backend, BackendError, Op, Page, Param};
+use crate::content::ParamType;
+use crate::error::Error;
+use crate::flight::Flights;
+use crate::names::{Name, SsmPath, REFRESH, STATS};
+use crate::stats::Stats;
+use crate::tree::{join, split, Cached, Fresh, Ino, Inval, Node, Tree, ROOT};
+
+/// How long entries that never change (the root, control files) stay in the kernel's cache.
+/// They cannot go stale, so the TTL only bounds how long the kernel holds memory for them.
+const STATIC_TTL: Duration = Duration::from_secs(24 * 3600);
+/// First pause after a transient failure before AWS is tried again; it doubles up to
+/// `MAX_BACKOFF`. Short, because a value must not stay stale long once AWS answers again.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Bound on fetch-and-retry rounds for one request (each round fetches something new).
+const MAX_ROUNDS: usize = 8;
+
+pub struct Config {
+    pub source: SsmPath,
+    pub max_age: Duration,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+/// Attributes of an inode, as `stat` shows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: Ino,
+    pub kind: Kind,
+    pub size: u64,
+    pub mtime: SystemTime,
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// An answer about an inode and how long the kernel may keep it: the remaining validity of the
+/// knowledge it came from.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub attr: Attr,
+    pub ttl: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: Ino,
+    /// Position after this entry; stable across refreshes (see [`Fs::readdir`]).
+    pub offset: u64,
+    pub kind: Kind,
+    pub name: String,
+}
+
+/// Sends invalidations to the kernel. Implemented by the FUSE adapter; absent in unit tests.
+pub trait Invalidator: Send + Sync {
+    /// Queues invalidations; they are carried out in order, off the request path.
+    fn invalidate(&self, invals: Vec<Inval>);
+    /// Completes once everything queued before it has been carried out.
+    fn barrier(&self) -> tokio::sync::oneshot::Receiver<()>;
+}
+
+/// The fetches the core makes, each keyed for single-flight.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Fetch {
+    /// Every parameter below a directory (recursive listing): its whole subtree.
+    Sweep(String),
+    /// The parameters directly in a directory (one-level listing).
+    Files(String),
+    /// Whether a path is a directory: a recursive listing of it, stopped at the first page
+    /// that holds anything.
+    Probe(String),
+    /// One parameter.
+    Get(String),
+}
+
+enum Step<T> {
+    Done(Result<T, Error>),
+    Need(Fetch),
+}
+
+#[derive(Default)]
+struct Health {
+    /// No call is tried before this instant (set after a transient failure).
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    last_good: Option<Instant>,
+}
+
+pub struct Fs<B> {
+    backend: B,
+    config: Config,
+    tree: Mutex<Tree>,
+    flights: Flights<Fetch, BackendError>,
+    health: Mutex<Health>,
+    invalidator: OnceLock<Box<dyn Invalidator>>,
+    stats: Stats,
+    stats_snapshot: Mutex<Arc<Vec<u8>>>,
+    mounted_at: SystemTime,
+}
+
+impl<B: Backend> Fs<B> {
+    pub fn new(backend: B, config: Config) -> Self {
+        Fs {
+            backend,
+            config,
+            tree: Mutex::new(Tree::new()),
+            flights: Flights::default(),
+            health: Mutex::new(Health::default()),
+            invalidator: OnceLock::new(),
+            stats: Stats::default(),
+            stats_snapshot: Mutex::new(Arc::new(Vec::new())),
+            mounted_at: SystemTime::now(),
+        }
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn set_invalidator(&self, inv: Box<dyn Invalidator>) {
+        let _ = self.invalidator.set(inv);
+    }
+
+    /// The start-up check: one page of the source's listing. It proves the source is readable,
+    /// and when the whole tree fits in that page the tree is then fully known.
+    pub async fn check_source(&self) -> Result<(), BackendError> {
+        let at = Instant::now();
+        let path = self.config.source.full_name("");
+        let page = self.call_list(&path, true, None).await?;
+        let mut tree = self.tree.lock().unwrap();
+        if page.next_token.is_none() {
+            tree.apply_sweep("", page.params, &self.config.source, at);
+        } else {
+            tree.apply_seen(page.params, &self.config.source, at);
+        }
+        Ok(())
+    }
+
+    pub async fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Entry, Error> {
+        self.answer(|fs, tree, fresh| fs.lookup_step(tree, parent, name, fresh))
+            .await
+    }
+
+    pub async fn getattr(&self, ino: Ino) -> Result<Entry, Error> {
+        self.answer(|fs, tree, fresh| fs.getattr_step(tree, ino, fresh))
+            .await
+    }
+
+    /// Content of a file from memory. Never fetches: the kernel asks for attributes first when
+    /// they have expired, and that is where freshness is enforced.
+    pub fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>, Error> {
+        let tree = self.tree.lock().unwrap();
+        let slice = |bytes: &[u8]| {
+            let start = (offset as usize).min(bytes.len());
+            let end = start.saturating_add(size as usize).min(bytes.len());
+            bytes[start..end].to_vec()
+        };
+        match tree.node(ino) {
+            Some(Node::File { dir, name }) => match tree.any_file(dir, name) {
+                Some(c) => Ok(slice(c.param.content.as_bytes())),
+                None => Err(Error::NotFound),
+            },
+            Some(Node::Stats) => Ok(slice(&self.stats_snapshot.lock().unwrap())),
+            Some(Node::Refresh { .. }) => Ok(Vec::new()),
+            Some(Node::Dir { .. }) => Err(Error::IsDir),
+            None => Err(Error::NotFound),
+        }
+    }
+
+    /// The entries of a directory after `offset`, in a stable order: `.`, `..`, then by inode
+    /// number. Inode numbers are never reused and new names get higher ones, so an offset stays
+    /// valid across a refresh: a listing that spans one shows every surviving entry exactly once.
+    pub async fn readdir(&self, ino: Ino, offset: u64) -> Result<Vec<DirEntry>, Error> {
+        let mut entries = self
+            .answer(|fs, tree, fresh| fs.readdir_step(tree, ino, fresh))
+            .await?;
+        entries.retain(|e| e.offset > offset);
+        Ok(entries)
+    }
+
+    /// A write: to a `.refresh` file it refreshes that directory's subtree and returns once the
+    /// kernel's caches show the result; anything else is read-only.
+    pub async fn write(&self, ino: Ino, len: usize) -> Result<usize, Error> {
+        let dir = match self.tree.lock().unwrap().node(ino) {
+            Some(Node::Refresh { dir }) => dir.clone(),
+            Some(_) => return Err(Error::ReadOnly),
+            None => return Err(Error::NotFound),
+        };
+        self.fetch(Fetch::Sweep(dir), Some(Instant::now())).await?;
+        if let Some(inv) = self.invalidator.get() {
+            let _ = inv.barrier().await;
+        }
+        Ok(len)
+    }
+
+    /// Attribute changes: only the truncation that `>` does to a `.refresh` file is accepted.
+    pub async fn setattr(
+        &self,
+        ino: Ino,
+        size: Option<u64>,
+        other_changes: bool,
+    ) -> Result<Entry, Error> {
+        let is_refresh = matches!(
+            self.tree.lock().unwrap().node(ino),
+            Some(Node::Refresh { .. })
+        );
+        if is_refresh && !other_changes && size.is_none_or(|s| s == 0) {
+            return self.getattr(ino).await;
+        }
+        Err(Error::ReadOnly)
+    }
+
+    /// Runs a step until it is answered, fetching what it needs. When AWS fails transiently,
+    /// or is being left alone after a failure, the step is answered from knowledge of any age.
+    async fn answer<T>(
+        &self,
+        step: impl Fn(&Self, &mut Tree, Fresh) -> Step<T>,
+    ) -> Result<T, Error> {
+        let since = Instant::now();
+        let mut stale_ok = false;
+        let mut fetched = false;
+        let mut failed = false;
+        let mut last_err = None;
+        for _ in 0..MAX_ROUNDS {
+            let fresh = Fresh {
+                after: if stale_ok {
+                    None
+                } else {
+                    Some(since.checked_sub(self.config.max_age).unwrap_or(since))
+                },
+                since,
+            };
+            let need = match step(self, &mut self.tree.lock().unwrap(), fresh) {
+                Step::Done(result) => {
+                    let counter = if stale_ok {
+                        &self.stats.stale_served
+                    } else if fetched {
+                        &self.stats.misses
+                    } else {
+                        &self.stats.hits
+                    };
+                    Stats::bump(counter);
+                    return result;
+                }
+                Step::Need(fetch) => fetch,
+            };
+            if !stale_ok {
+                if let Some(err) = self.backing_off() {
+                    stale_ok = true;
+                    last_err = Some(err);
+                    continue;
+                }
+            }
+            if failed {
+                // Nothing of any age is known and AWS failed: this cannot be answered.
+                return Err(Error::Backend(last_err.expect("set on failure")));
+            }
+            match self.fetch(need, None).await {
+                Ok(()) => fetched = true,
+                Err(err) if err.is_transient() => {
+                    stale_ok = true;
+                    failed = true;
+                    last_err = Some(err);
+                }
+                Err(err) => return Err(Error::Backend(err)),
+            }
+        }
+        Err(Error::Backend(last_err.unwrap_or_else(|| {
+            BackendError::Other("the tree did not settle".to_string())
+        })))
+    }
+
+    /// `Some(error)` while calls are held back after a transient failure.
+    fn backing_off(&self) -> Option<BackendError> {
+        let health = self.health.lock().unwrap();
+        match health.retry_at {
+            Some(t) if Instant::now() < t => Some(BackendError::Unavailable(
+                "AWS failed recently; serving cached values".to_string(),
+            )),
+            _ => None,
+        }
+    }
+
+    fn lookup_step(&self, tree: &mut Tree, parent: Ino, name: &OsStr, fresh: Fresh) -> Step<Entry> {
+        let Some(Node::Dir { path }) = tree.node(parent).cloned() else {
+            return Step::Done(Err(Error::NotFound));
+        };
+        if !tree.dirs.contains_key(&path) {
+            return Step::Done(Err(Error::NotFound));
+        }
+        let is_root = path.is_empty();
+        let name = match Name::parse(name, is_root) {
+            Name::Invalid => return Step::Done(Err(Error::NotFound)),
+            Name::Control(c) => {
+                let node = if c == STATS {
+                    Node::Stats
+                } else {
+                    Node::Refresh { dir: path }
+                };
+                let ino = tree.ino(node);
+                return self.getattr_step(tree, ino, fresh);
+            }
+            Name::Param(n) => n,
+            Name::Entry(n) => {
+                if !self.config.source.fits(&join(&path, n)) {
+                    return Step::Done(Err(Error::NotFound));
+                }
+                match tree.is_dir(&path, n, fresh) {
+                    None => return Step::Need(Fetch::Probe(join(&path, n))),
+                    Some(true) => {
+                        let ino = tree.ino(Node::Dir {
+                            path: join(&path, n),
+                        });
+                        return self.getattr_step(tree, ino, fresh);
+                    }
+                    Some(false) => n,
+                }
+            }
+        };
+        let ino = tree.ino(Node::File {
+            dir: path,
+            name: name.to_string(),
+        });
+        self.getattr_step(tree, ino, fresh)
+    }
+
+    fn getattr_step(&self, tree: &mut Tree, ino: Ino, fresh: Fresh) -> Step<Entry> {
+        let node = match tree.node(ino) {
+            Some(node) => node.clone(),
+            None => return Step::Done(Err(Error::NotFound)),
+        };
+        let now = Instant::now();
+        let entry = match node {
+            Node::Dir { path } => {
+                if !tree.dirs.contains_key(&path) {
+                    return Step::Done(Err(Error::NotFound));
+                }
+                let ttl = if path.is_empty() {
+                    STATIC_TTL
+                } else {
+                    let (parent, name) = split(&path);
+                    tree.dir_seen(parent, name)
+                        .map_or(Duration::ZERO, |seen| self.remaining(seen, now))
+                };
+                Entry {
+                    attr: self.dir_attr(ino),
+                    ttl,
+                }
+            }
+            Node::File { dir, name } => match tree.file(&dir, &name, fresh) {
+                Some(Some(cached)) => Entry {
+                    attr: self.file_attr(ino, &cached),
+                    ttl: self.remaining(cached.fetched_at, now),
+                },
+                Some(None) => return Step::Done(Err(Error::NotFound)),
+                None => {
+                    let lists_files = tree.dirs.get(&dir).is_some_and(|d| d.files_at.is_some());
+                    return Step::Need(if lists_files {
+                        Fetch::Files(dir)
+                    } else {
+                        Fetch::Get(join(&dir, &name))
+                    });
+                }
+            },
+            Node::Refresh { .. } => Entry {
+                attr: self.control_attr(ino, 0, 0o200, self.mounted_at),
+                ttl: STATIC_TTL,
+            },
+            Node::Stats => {
+                // Rendered here, so that the size the kernel is told matches what it then reads;
+                // a zero TTL and a new mtime make every open see new figures.
+                let last_good = self.health.lock().unwrap().last_good;
+                let doc = Arc::new(self.stats.to_json(last_good));
+                let size = doc.len() as u64;
+                *self.stats_snapshot.lock().unwrap() = doc;
+                Entry {
+                    attr: self.control_attr(ino, size, 0o444, SystemTime::now()),
+                    ttl: Duration::ZERO,
+                }
+            }
+        };
+        Step::Done(Ok(entry))
+    }
+
+    fn readdir_step(&self, tree: &mut Tree, ino: Ino, fresh: Fresh) -> Step<Vec<DirEntry>> {
+        let path = match tree.node(ino) {
+            Some(Node::Dir { path }) => path.clone(),
+            Some(_) => return Step::Done(Err(Error::NotFound)),
+            None => return Step::Done(Err(Error::NotFound)),
+        };
+        let Some(dir) = tree.dirs.get(&path) else {
+            return Step::Done(Err(Error::NotFound));
+        };
+        if !dir.listed_at.is_some_and(|t| fresh.ok(t)) {
+            return Step::Need(Fetch::Sweep(path));
+        }
+        let subdirs: Vec<String> = dir.subdirs.keys().cloned().collect();
+        let files: Vec<String> = dir.files.keys().cloned().collect();
+        let parent_ino = if path.is_empty() {
+            ROOT
+        } else {
+            tree.ino(Node::Dir {
+                path: split(&path).0.to_string(),
+            })
+        };
+        let mut entries = vec![
+            (ino, Kind::Dir, ".".to_string()),
+            (parent_ino, Kind::Dir, "..".to_string()),
+        ];
+        let mut children = Vec::with_capacity(subdirs.len() + files.len() + 2);
+        children.push((
+            tree.ino(Node::Refresh { dir: path.clone() }),
+            Kind::File,
+            REFRESH.to_string(),
+        ));
+        if path.is_empty() {
+            children.push((tree.ino(Node::Stats), Kind::File, STATS.to_string()));
+        }
+        for name in subdirs {
+            children.push((
+                tree.ino(Node::Dir {
+                    path: join(&path, &name),
+                }),
+                Kind::Dir,
+                name,
+            ));
+        }
+        for name in files {
+            let shown = tree.shown_name(&path, &name);
+            let ino = tree.ino(Node::File {
+                dir: path.clone(),
+                name,
+            });
+            children.push((ino, Kind::File, shown));
+        }
+        children.sort_by_key(|c| c.0);
+        entries.extend(children);
+        let listed = entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, (ino, kind, name))| DirEntry {
+                ino,
+                // `.` and `..` take offsets 1 and 2; every other entry its inode number + 2.
+                offset: if i < 2 { i as u64 + 1 } else { ino + 2 },
+                kind,
+                name,
+            })
+            .collect();
+        Step::Done(Ok(listed))
+    }
+
+    /// How long knowledge from `at` stays valid after `now`.
+    fn remaining(&self, at: Instant, now: Instant) -> Duration {
+        (at + self.config.max_age).saturating_duration_since(now)
+    }
+
+    fn dir_attr(&self, ino: Ino) -> Attr {
+        Attr {
+            ino,
+            kind: Kind::Dir,
+            size: 0,
+            mtime: self.mounted_at,
+            perm: 0o555,
+            uid: self.config.uid,
+            gid: self.config.gid,
+        }
+    }
+
+    fn file_attr(&self, ino: Ino, cached: &Cached) -> Attr {
+        let p = &cached.param;
+        Attr {
+            ino,
+            kind: Kind::File,
+            size: p.content.len() as u64,
+            mtime: p.last_modified,
+            perm: if p.kind == ParamType::SecureString {
+                0o400
+            } else {
+                0o444
+            },
+            uid: self.config.uid,
+            gid: self.config.gid,
+        }
+    }
+
+    fn control_attr(&self, ino: Ino, size: u64, perm: u16, mtime: SystemTime) -> Attr {
+        Attr {
+            ino,
+            kind: Kind::File,
+            size,
+            mtime,
+            perm,
+            uid: self.config.uid,
+            gid: self.config.gid,
+        }
+    }
+
+    /// Runs a fetch through single-flight, applies its result to the tree and queues the
+    /// invalidations it causes, before any waiter is released.
+    async fn fetch(&self, fetch: Fetch, not_before: Option<Instant>) -> Result<(), BackendError> {
+        self.flights
+            .run(fetch.clone(), not_before, async {
+                Stats::bump(&self.stats.refreshes);
+                debug!(?fetch, "fetching");
+                let at = Instant::now();
+                let result = self.execute(&fetch, at).await;
+                self.record_health(&result);
+                let invals = result?;
+                if !invals.is_empty() {
+                    if let Some(inv) = self.invalidator.get() {
+                        inv.invalidate(invals);
+                    }
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn execute(&self, fetch: &Fetch, at: Instant) -> Result<Vec<Inval>, BackendError> {
+        let source = &self.config.source;
+        match fetch {
+            Fetch::Sweep(dir) => {
+                let params = self.list_all(&source.full_name(dir), true).await?;
+                Ok(self
+                    .tree
+                    .lock()
+                    .unwrap()
+                    .apply_sweep(dir, params, source, at))
+            }
+            Fetch::Files(dir) => {
+                let params = self.list_all(&source.full_name(dir), false).await?;
+                Ok(self
+                    .tree
+                    .lock()
+                    .unwrap()
+                    .apply_files(dir, params, source, at))
+            }
+            Fetch::Probe(path) => {
+                let full = source.full_name(path);
+                let mut token = None;
+                loop {
+                    let page = self.call_list(&full, true, token).await?;
+                    let mut tree = self.tree.lock().unwrap();
+                    match (page.params.is_empty(), page.next_token) {
+                        // The whole subtree came in this page: it is a sweep.
+                        (_, None) => return Ok(tree.apply_sweep(path, page.params, source, at)),
+                        (false, Some(_)) => return Ok(tree.apply_seen(page.params, source, at)),
+                        (true, Some(next)) => token = Some(next),
+                    }
+                }
+            }
+            Fetch::Get(path) => {
+                let found = self.call_get(&source.full_name(path)).await?;
+                let (dir, name) = split(path);
+                Ok(self.tree.lock().unwrap().apply_get(dir, name, found, at))
+            }
+        }
+    }
+
+    async fn list_all(&self, path: &str, recursive: bool) -> Result<Vec<Param>, BackendError> {
+        let mut params = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self.call_list(path, recursive, token).await?;
+            params.extend(page.params);
+            match page.next_token {
+                Some(next) => token = Some(next),
+                None => return Ok(params),
+            }
+        }
+    }
+
+    async fn call_list(
+        &self,
+        path: &str,
+        recursive: bool,
+        token: Option<String>,
+    ) -> Result<Page, BackendError> {
+        self.stats.call(Op::GetParametersByPath);
+        let result = self
+            .backend
+            .get_parameters_by_path(path, recursive, token)
+            .await;
+        self.count_error(&result);
+        result
+    }
+
+    async fn call_get(&self, name: &str) -> Result<Option<Param>, BackendError> {
+        self.stats.call(Op::GetParameter);
+        let result = self.backend.get_parameter(name).await;
+        self.count_error(&result);
+        result
+    }
+
+    fn count_error<T>(&self, result: &Result<T, BackendError>) {
+        match result {
+            Err(BackendError::Throttled(_)) => Stats::bump(&self.stats.throttles),
+            Err(_) => Stats::bump(&self.stats.errors),
+            Ok(_) => {}
+        }
+    }
+
+    /// Tracks outages: warns once when AWS starts failing, says when it answers again, and
+    /// sets the back-off during which cached values are served without trying.
+    fn record_health<T>(&self, result: &Result<T, BackendError>) {
+        let mut health = self.health.lock().unwrap();
+        match result {
+            Ok(_) => {
+                if health.retry_at.take().is_some() {
+                    info!("AWS answers again; cached values are being refreshed");
+                }
+                health.backoff = Duration::ZERO;
+                health.last_good = Some(Instant::now());
+            }
+            Err(err) if err.is_transient() => {
+                if health.retry_at.is_none() {
+                    warn!(error = %err, "AWS is failing; serving the last good values until it answers");
+                }
+                health.backoff = (health.backoff * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF);
+                health.retry_at = Some(Instant::now() + health.backoff);
+            }
+            Err(err) => warn!(error = %err, "fetch failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

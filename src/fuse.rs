@@ -1,0 +1,366 @@
+//! The FUSE adapter: turns fuser's requests into calls on [`Fs`] and its results into replies.
+//!
+//! Promises:
+//! - a request answered from memory is answered on the FUSE thread (the core's future is polled
+//!   once there); only a request that waits for AWS moves to a tokio task, so hot requests pay
+//!   no thread hop;
+//! - `open`, `opendir` and `flush` answer `ENOSYS`: the kernel then stops sending them and serves
+//!   hot reads from its page cache with no round trip to the daemon;
+//! - every mutating operation answers `EROFS`; nothing here can change AWS;
+//! - kernel invalidations run in order on their own thread, never on a request's path.
+
+use std::ffi::OsStr;
+use std::future::Future;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::SystemTime;
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, TimeOrNow, WriteFlags,
+};
+use tracing::debug;
+
+use crate::backend::Backend;
+use crate::error::Error;
+use crate::fs::{Attr, Entry, Fs, Invalidator, Kind};
+use crate::tree::Inval;
+
+pub struct FuseFs<B> {
+    fs: Arc<Fs<B>>,
+    rt: tokio::runtime::Handle,
+}
+
+impl<B: Backend> FuseFs<B> {
+    pub fn new(fs: Arc<Fs<B>>, rt: tokio::runtime::Handle) -> Self {
+        FuseFs { fs, rt }
+    }
+
+    /// Polls `fut` once here; if it must wait, finishes it on the runtime.
+    fn run<T, F>(&self, fut: F, done: impl FnOnce(T) + Send + 'static)
+    where
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let _entered = self.rt.enter();
+        let mut fut = Box::pin(fut);
+        match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(value) => done(value),
+            Poll::Pending => {
+                self.rt.spawn(async move { done(fut.await) });
+            }
+        }
+    }
+}
+
+fn errno(op: &str, err: &Error) -> Errno {
+    match err {
+        Error::NotFound => {}
+        _ => debug!(op, error = %err, "request failed"),
+    }
+    Errno::from_i32(err.errno())
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: a.mtime,
+        mtime: a.mtime,
+        ctime: a.mtime,
+        crtime: a.mtime,
+        kind: file_type(a.kind),
+        perm: a.perm,
+        nlink: if a.kind == Kind::Dir { 2 } else { 1 },
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        flags: 0,
+        blksize: 4096,
+    }
+}
+
+fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::Dir => FileType::Directory,
+        Kind::File => FileType::RegularFile,
+    }
+}
+
+fn reply_entry(reply: ReplyEntry, op: &str, result: Result<Entry, Error>) {
+    match result {
+        Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)),
+        Err(err) => reply.error(errno(op, &err)),
+    }
+}
+
+fn reply_attr(reply: ReplyAttr, op: &str, result: Result<Entry, Error>) {
+    match result {
+        Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
+        Err(err) => reply.error(errno(op, &err)),
+    }
+}
+
+impl<B: Backend> Filesystem for FuseFs<B> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // With auto_inval_data the kernel drops a file's cached pages when a fresh GETATTR shows
+        // a new mtime or size, so a value refreshed by TTL expiry is read anew.
+        let _ = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let fs = self.fs.clone();
+        let name = name.to_owned();
+        self.run(async move { fs.lookup(parent.0, &name).await }, |r| {
+            reply_entry(reply, "lookup", r)
+        });
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let fs = self.fs.clone();
+        self.run(async move { fs.getattr(ino.0).await }, |r| {
+            reply_attr(reply, "getattr", r)
+        });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let other =
+            mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some();
+        let fs = self.fs.clone();
+        self.run(async move { fs.setattr(ino.0, size, other).await }, |r| {
+            reply_attr(reply, "setattr", r)
+        });
+    }
+
+    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.fs.read(ino.0, offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(err) => reply.error(errno("read", &err)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let fs = self.fs.clone();
+        let len = data.len();
+        self.run(
+            async move { fs.write(ino.0, len).await },
+            move |r| match r {
+                Ok(n) => reply.written(n as u32),
+                Err(err) => reply.error(errno("write", &err)),
+            },
+        );
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let fs = self.fs.clone();
+        self.run(
+            async move { fs.readdir(ino.0, offset).await },
+            move |r| match r {
+                Ok(entries) => {
+                    for e in entries {
+                        if reply.add(INodeNo(e.ino), e.offset, file_type(e.kind), &e.name) {
+                            break;
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(err) => reply.error(errno("readdir", &err)),
+            },
+        );
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _link_name: &OsStr,
+        _target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: fuser::ReplyCreate,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+}
+
+enum Msg {
+    Invals(Vec<Inval>),
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Carries out invalidations through the kernel's notify interface, in order, on one thread.
+pub struct KernelInvalidator {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl KernelInvalidator {
+    pub fn spawn(notifier: Notifier) -> Self {
+        let (tx, rx) = mpsc::channel::<Msg>();
+        std::thread::Builder::new()
+            .name("ssmfs-inval".to_string())
+            .spawn(move || {
+                for msg in rx {
+                    match msg {
+                        Msg::Invals(invals) => {
+                            for inval in invals {
+                                // ENOENT only says the kernel held nothing for it.
+                                let result = match &inval {
+                                    Inval::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
+                                    Inval::Entry(parent, name) => {
+                                        notifier.inval_entry(INodeNo(*parent), OsStr::new(name))
+                                    }
+                                };
+                                if let Err(err) = result {
+                                    if err.raw_os_error() != Some(libc::ENOENT) {
+                                        debug!(?inval, error = %err, "invalidation failed");
+                                    }
+                                }
+                            }
+                        }
+                        Msg::Barrier(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            })
+            .expect("spawn invalidation thread");
+        KernelInvalidator { tx }
+    }
+}
+
+impl Invalidator for KernelInvalidator {
+    fn invalidate(&self, invals: Vec<Inval>) {
+        let _ = self.tx.send(Msg::Invals(invals));
+    }
+
+    fn barrier(&self) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = self.tx.send(Msg::Barrier(tx));
+        rx
+    }
+}

@@ -1,0 +1,19 @@
+//! ssmfs: AWS SSM Parameter Store mounted as a cached, read-only filesystem.
+//!
+//! Layers, from the kernel down: [`fuse`] (the fuser adapter) → [`fs`] (the filesystem core:
+//! paths, inodes, freshness) over [`tree`] (what is known, and since when) → [`backend`] (the
+//! AWS API behind a trait, with an in-memory implementation for tests). [`mount`] wires them
+//! together for the binary.
+
+pub mod backend;
+pub mod cli;
+pub mod content;
+pub mod daemon;
+pub mod error;
+pub mod flight;
+pub mod fs;
+pub mod fuse;
+pub mod mount;
+pub mod names;
+pub mod stats;
+pub mod tree;

@@ -1,0 +1,234 @@
+//! Start-up and shutdown of the daemon: check the mountpoint and AWS, mount, report readiness,
+//! then wait for a signal or an external unmount.
+//!
+//! Promises: a start-up failure exits non-zero with one line saying what to fix and leaves
+//! nothing mounted; SIGTERM and SIGINT unmount and exit 0; an external `umount` exits 0.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::ProvideCredentials;
+use fuser::{MountOption, SessionACL};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{info, warn};
+
+use crate::backend::ssm::SsmBackend;
+use crate::backend::BackendError;
+use crate::cli::Cli;
+use crate::daemon::{notify_stopping, Readiness};
+use crate::fs::{Config, Fs};
+use crate::fuse::{FuseFs, KernelInvalidator};
+use crate::names::{Source, SsmPath};
+
+/// A connection that does not open in this time fails the call (and start-up) instead of
+/// hanging a reader.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// One attempt of one API call; the SDK retries up to three attempts with backoff.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn main(cli: Cli) -> ExitCode {
+    if let Err(msg) = check_mountpoint(&cli.mountpoint) {
+        eprintln!("ssmfs: {msg}");
+        return ExitCode::from(2);
+    }
+    if let Err(msg) = init_logging(&cli) {
+        eprintln!("ssmfs: {msg}");
+        return ExitCode::from(2);
+    }
+    let mut readiness = if cli.foreground {
+        Readiness::foreground()
+    } else {
+        match Readiness::daemonize() {
+            Ok(r) => r,
+            Err(msg) => {
+                eprintln!("ssmfs: cannot start in the background: {msg}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    match run(&cli, &mut readiness) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            tracing::error!("{msg}");
+            readiness.failed(&msg);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_mountpoint(path: &Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(format!("mountpoint {} is not a directory", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "mountpoint {} does not exist: create it with mkdir -p {}",
+            path.display(),
+            path.display()
+        )),
+        Err(e) => Err(format!("mountpoint {}: {e}", path.display())),
+    }
+}
+
+fn init_logging(cli: &Cli) -> Result<(), String> {
+    // Dependencies log at warn at most: the SDK's own debug output may hold response bodies.
+    let filter = tracing_subscriber::EnvFilter::new(format!("warn,ssmfs={}", cli.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    match &cli.log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
+            builder.with_ansi(false).with_writer(Arc::new(file)).init();
+        }
+        None => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .init(),
+    }
+    Ok(())
+}
+
+fn run(cli: &Cli, readiness: &mut Readiness) -> Result<(), String> {
+    let Source::Ssm(source) = &cli.source;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ssmfs-rt")
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let sdk = rt.block_on(aws_config(cli))?;
+    let fs = Arc::new(Fs::new(
+        SsmBackend::new(&sdk, !cli.no_decrypt),
+        Config {
+            source: source.clone(),
+            max_age: cli.max_age(),
+            uid: cli.uid.unwrap_or_else(|| nix::unistd::getuid().as_raw()),
+            gid: cli.gid.unwrap_or_else(|| nix::unistd::getgid().as_raw()),
+        },
+    ));
+    rt.block_on(fs.check_source())
+        .map_err(|e| startup_error(&e, source, &sdk))?;
+
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(format!("ssm:{source}")),
+        MountOption::Subtype("ssmfs".to_string()),
+        MountOption::DefaultPermissions,
+        MountOption::NoSuid,
+        MountOption::NoDev,
+        MountOption::NoAtime,
+    ];
+    config.acl = if cli.allow_other {
+        SessionACL::All
+    } else if cli.allow_root {
+        SessionACL::RootAndOwner
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(2);
+    config.clone_fd = true;
+
+    let adapter = FuseFs::new(fs.clone(), rt.handle().clone());
+    let mut session = fuser::Session::new(adapter, &cli.mountpoint, &config)
+        .map_err(|e| format!("cannot mount on {}: {e}", cli.mountpoint.display()))?;
+    fs.set_invalidator(Box::new(KernelInvalidator::spawn(session.notifier())));
+    let mut unmounter = session.unmount_callable();
+    let (ended_tx, mut ended) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("fuser".to_string())
+        .spawn(move || {
+            let _ = ended_tx.send(session.run());
+        })
+        .map_err(|e| format!("cannot start the FUSE thread: {e}"))?;
+    info!(source = %source, mountpoint = %cli.mountpoint.display(), "mounted");
+    readiness.ready();
+
+    let mountpoint = cli.mountpoint.clone();
+    rt.block_on(async move {
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let why = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+            _ = &mut ended => {
+                info!("unmounted from outside; exiting");
+                return;
+            }
+        };
+        info!(signal = why, "unmounting");
+        notify_stopping();
+        if let Err(err) = unmounter.unmount() {
+            // Busy (a reader holds a file open): detach now, so nothing stays mounted.
+            warn!(error = %err, "unmount failed; detaching the mount lazily");
+            let _ = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH);
+        }
+        let _ = ended.await;
+    });
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+async fn aws_config(cli: &Cli) -> Result<SdkConfig, String> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
+        TimeoutConfig::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+            .build(),
+    );
+    if let Some(region) = &cli.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(profile) = &cli.profile {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(url) = &cli.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    let sdk = loader.load().await;
+    if sdk.region().is_none() {
+        return Err(
+            "no AWS region: pass --region, set AWS_REGION, or set region in the profile"
+                .to_string(),
+        );
+    }
+    let Some(provider) = sdk.credentials_provider() else {
+        return Err("no AWS credentials provider is configured".to_string());
+    };
+    if let Err(err) = provider.provide_credentials().await {
+        return Err(format!(
+            "no AWS credentials found ({err}): set AWS_PROFILE or --profile, AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY, or run where an instance or task role is available"
+        ));
+    }
+    Ok(sdk)
+}
+
+/// One line saying what to fix, for each way the start-up check can fail.
+fn startup_error(err: &BackendError, source: &SsmPath, sdk: &SdkConfig) -> String {
+    let region = sdk.region().map(|r| r.to_string()).unwrap_or_default();
+    let resource = format!("arn:aws:ssm:{region}:ACCOUNT:parameter{source}/*");
+    match err {
+        BackendError::AccessDenied(msg) => format!(
+            "access denied reading {source}: allow ssm:GetParametersByPath and ssm:GetParameter \
+             on {resource} (and kms:Decrypt on the keys of SecureString parameters); AWS said: {msg}"
+        ),
+        BackendError::Credentials(msg) => format!(
+            "AWS rejected the credentials: {msg}; check the profile, the access keys or the role"
+        ),
+        BackendError::Unavailable(msg) | BackendError::Throttled(msg) => {
+            let endpoint = sdk
+                .endpoint_url()
+                .map_or_else(|| format!("the SSM endpoint of {region}"), str::to_string);
+            format!("cannot reach {endpoint}: {msg}; check --endpoint-url, --region and the network")
+        }
+        BackendError::Other(msg) => format!("reading {source} failed: {msg}"),
+    }
+}

@@ -1,0 +1,560 @@
+//! The tree: what ssmfs knows of the parameter hierarchy, how old each piece of knowledge is, and
+//! the inode numbers handed to the kernel.
+//!
+//! Knowledge is kept per directory (keyed by its path relative to the mount root, "" for the root):
+//! - `files`: parameters directly in the directory, each with the instant it was fetched;
+//! - `subdirs`: directories directly below it, each with the instant it was last seen to exist;
+//! - `files_at` / `listed_at`: the instant at which the set of files / of files and subdirectories
+//!   was last known complete (a one-level fetch gives the first, a recursive sweep both);
+//! - `not_file` / `not_dir`: names confirmed absent, so repeated misses cost no call.
+//!
+//! Invariants:
+//! - every individual fact is at least as new as the listing times of its directory (applying a
+//!   listing rewrites the facts below it), so a fresh listing answers for every name;
+//! - a directory is in `dirs` only while it is known to exist (the root always is);
+//! - an inode number names one (kind, path) for the life of the mount and is never reused, so the
+//!   kernel never sees an inode change type;
+//! - every change to what a path shows is reported as an [`Inval`] for the kernel's caches.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::backend::Param;
+
+pub type Ino = u64;
+pub const ROOT: Ino = 1;
+
+/// Names confirmed absent are remembered per directory up to this many, then forgotten at once:
+/// a bound on memory against a client probing endless random names.
+const MAX_NEGATIVE: usize = 4096;
+
+/// A fetched parameter and when it was fetched. Shared so that reads need not copy values.
+#[derive(Debug)]
+pub struct Cached {
+    pub param: Param,
+    pub fetched_at: Instant,
+}
+
+#[derive(Debug, Default)]
+pub struct Dir {
+    pub files: BTreeMap<String, Arc<Cached>>,
+    pub subdirs: BTreeMap<String, Instant>,
+    pub files_at: Option<Instant>,
+    pub listed_at: Option<Instant>,
+    not_file: HashMap<String, Instant>,
+    not_dir: HashMap<String, Instant>,
+}
+
+/// What an inode is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Node {
+    Dir { path: String },
+    File { dir: String, name: String },
+    Refresh { dir: String },
+    Stats,
+}
+
+/// A kernel cache entry that no longer shows the truth.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inval {
+    /// The content and attributes of this inode.
+    Inode(Ino),
+    /// The name in this directory inode.
+    Entry(Ino, String),
+}
+
+/// When a piece of knowledge is good enough to answer from.
+#[derive(Clone, Copy, Debug)]
+pub struct Fresh {
+    /// Knowledge at or after this instant is fresh (`None`: any age will do).
+    pub after: Option<Instant>,
+    /// Knowledge fetched at or after this instant (the start of the request) is always fresh,
+    /// whatever the max age, so a request is answered by the fetch it caused.
+    pub since: Instant,
+}
+
+impl Fresh {
+    pub fn ok(&self, at: Instant) -> bool {
+        self.after.is_none_or(|after| at >= after) || at >= self.since
+    }
+
+    fn ok_opt(&self, at: Option<Instant>) -> bool {
+        at.is_some_and(|at| self.ok(at))
+    }
+}
+
+/// A directory's contents as a listing shows them: its files and its subdirectories.
+type Listing = (BTreeMap<String, Param>, BTreeMap<String, Instant>);
+
+/// Joins a directory path and a name.
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// Splits a path into its directory and last name.
+pub fn split(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').unwrap_or(("", path))
+}
+
+#[derive(Default)]
+pub struct Tree {
+    pub dirs: HashMap<String, Dir>,
+    nodes: Vec<Node>,
+    inos: HashMap<Node, Ino>,
+}
+
+impl Tree {
+    pub fn new() -> Tree {
+        let mut tree = Tree::default();
+        tree.dirs.insert(String::new(), Dir::default());
+        let root = tree.ino(Node::Dir {
+            path: String::new(),
+        });
+        debug_assert_eq!(root, ROOT);
+        tree
+    }
+
+    /// The inode of a node, assigned on first use.
+    pub fn ino(&mut self, node: Node) -> Ino {
+        if let Some(ino) = self.inos.get(&node) {
+            return *ino;
+        }
+        self.nodes.push(node.clone());
+        let ino = self.nodes.len() as Ino;
+        self.inos.insert(node, ino);
+        ino
+    }
+
+    pub fn node(&self, ino: Ino) -> Option<&Node> {
+        self.nodes.get(ino.checked_sub(1)? as usize)
+    }
+
+    /// The inode of a node if the kernel may know it.
+    fn known_ino(&self, node: &Node) -> Option<Ino> {
+        self.inos.get(node).copied()
+    }
+
+    fn dir_ino(&self, path: &str) -> Option<Ino> {
+        self.known_ino(&Node::Dir {
+            path: path.to_string(),
+        })
+    }
+
+    fn file_ino(&self, dir: &str, name: &str) -> Option<Ino> {
+        self.known_ino(&Node::File {
+            dir: dir.to_string(),
+            name: name.to_string(),
+        })
+    }
+
+    /// Whether `name` in `dir` is a directory, if known fresh enough.
+    pub fn is_dir(&self, dir: &str, name: &str, fresh: Fresh) -> Option<bool> {
+        let d = self.dirs.get(dir)?;
+        if let Some(seen) = d.subdirs.get(name) {
+            if fresh.ok(*seen) || fresh.ok_opt(d.listed_at) {
+                return Some(true);
+            }
+        } else if fresh.ok_opt(d.listed_at) {
+            return Some(false);
+        }
+        match d.not_dir.get(name) {
+            Some(at) if fresh.ok(*at) => Some(false),
+            _ => None,
+        }
+    }
+
+    /// The parameter `name` in `dir`: `Some(Some(_))` present, `Some(None)` absent, `None` when not
+    /// known fresh enough.
+    pub fn file(&self, dir: &str, name: &str, fresh: Fresh) -> Option<Option<Arc<Cached>>> {
+        let d = self.dirs.get(dir)?;
+        if let Some(f) = d.files.get(name) {
+            if fresh.ok(f.fetched_at) {
+                return Some(Some(f.clone()));
+            }
+            return None;
+        }
+        if fresh.ok_opt(d.files_at) {
+            return Some(None);
+        }
+        match d.not_file.get(name) {
+            Some(at) if fresh.ok(*at) => Some(None),
+            _ => None,
+        }
+    }
+
+    /// The parameter `name` in `dir`, whatever its age.
+    pub fn any_file(&self, dir: &str, name: &str) -> Option<Arc<Cached>> {
+        self.dirs.get(dir)?.files.get(name).cloned()
+    }
+
+    /// The instant from which `name` in `dir` is known to be a directory.
+    pub fn dir_seen(&self, dir: &str, name: &str) -> Option<Instant> {
+        let d = self.dirs.get(dir)?;
+        let seen = *d.subdirs.get(name)?;
+        Some(d.listed_at.map_or(seen, |l| l.max(seen)))
+    }
+
+    /// The name under which a parameter of `dir` is listed: `name%` when a directory or a
+    /// control file has `name`.
+    pub fn shown_name(&self, dir: &str, name: &str) -> String {
+        let shadowed = crate::names::is_control(name, dir.is_empty())
+            || self
+                .dirs
+                .get(dir)
+                .is_some_and(|d| d.subdirs.contains_key(name));
+        if shadowed {
+            format!("{name}{}", crate::names::PARAM_SUFFIX)
+        } else {
+            name.to_string()
+        }
+    }
+
+    /// Records the result of a complete recursive listing of `top`: every directory and file at
+    /// or below `top` is replaced by what the listing shows.
+    pub fn apply_sweep(
+        &mut self,
+        top: &str,
+        params: Vec<Param>,
+        prefix: &crate::names::SsmPath,
+        at: Instant,
+    ) -> Vec<Inval> {
+        let mut invals = Vec::new();
+        // Build the new contents of every directory in the subtree.
+        let mut fresh_dirs: BTreeMap<String, Listing> = BTreeMap::new();
+        fresh_dirs.entry(top.to_string()).or_default();
+        for p in params {
+            let Some(rel) = prefix.relative(&p.name).map(str::to_string) else {
+                continue;
+            };
+            if !in_subtree(top, &rel) || rel == top {
+                continue;
+            }
+            let (dir, name) = split(&rel);
+            let mut child = dir.to_string();
+            while child != top {
+                let (parent, child_name) = split(&child);
+                fresh_dirs
+                    .entry(parent.to_string())
+                    .or_default()
+                    .1
+                    .insert(child_name.to_string(), at);
+                fresh_dirs.entry(child.clone()).or_default();
+                child = parent.to_string();
+            }
+            fresh_dirs
+                .entry(dir.to_string())
+                .or_default()
+                .0
+                .insert(name.to_string(), p);
+        }
+        let empty = fresh_dirs
+            .get(top)
+            .is_some_and(|(f, s)| f.is_empty() && s.is_empty());
+
+        // Directories that are gone.
+        let gone: Vec<String> = self
+            .dirs
+            .keys()
+            .filter(|d| in_subtree(top, d) && !fresh_dirs.contains_key(*d))
+            .cloned()
+            .collect();
+        for d in gone {
+            self.forget_dir(&d, &mut invals);
+        }
+
+        for (path, (files, subdirs)) in fresh_dirs {
+            if path != top || !empty || top.is_empty() {
+                self.replace_dir(&path, files, subdirs, at, &mut invals);
+            }
+        }
+
+        if !top.is_empty() {
+            let (parent, name) = split(top);
+            if empty {
+                self.forget_dir(top, &mut invals);
+                self.note_not_dir(parent, name, at, &mut invals);
+            } else {
+                self.note_dir(parent, name, at, &mut invals);
+            }
+        }
+        invals
+    }
+
+    /// Records the result of a complete one-level listing of `dir`: its files are replaced.
+    pub fn apply_files(
+        &mut self,
+        dir: &str,
+        params: Vec<Param>,
+        prefix: &crate::names::SsmPath,
+        at: Instant,
+    ) -> Vec<Inval> {
+        let mut invals = Vec::new();
+        if !self.dirs.contains_key(dir) {
+            return invals;
+        }
+        let mut files = BTreeMap::new();
+        for p in params {
+            if let Some(rel) = prefix.relative(&p.name) {
+                let (d, name) = split(rel);
+                if d == dir {
+                    files.insert(name.to_string(), p);
+                }
+            }
+        }
+        let d = self.dirs.get_mut(dir).expect("checked above");
+        if d.files_at.is_some_and(|t| t > at) {
+            return invals;
+        }
+        let old: Vec<String> = d
+            .files
+            .keys()
+            .filter(|n| !files.contains_key(*n))
+            .cloned()
+            .collect();
+        d.files_at = Some(at);
+        d.not_file.clear();
+        for name in old {
+            self.remove_file(dir, &name, &mut invals);
+        }
+        for (name, p) in files {
+            self.put_file(dir, &name, p, at, &mut invals);
+        }
+        invals
+    }
+
+    /// Records parameters seen in a partial listing (the first page of a probe): they and the
+    /// directories holding them exist; nothing is learned of what was not returned.
+    pub fn apply_seen(
+        &mut self,
+        params: Vec<Param>,
+        prefix: &crate::names::SsmPath,
+        at: Instant,
+    ) -> Vec<Inval> {
+        let mut invals = Vec::new();
+        for p in params {
+            let Some(rel) = prefix.relative(&p.name).map(str::to_string) else {
+                continue;
+            };
+            let (dir, name) = split(&rel);
+            self.ensure_dir(dir, at, &mut invals);
+            self.put_file(dir, name, p, at, &mut invals);
+        }
+        invals
+    }
+
+    /// Records the answer of a `GetParameter` for `name` in `dir`.
+    pub fn apply_get(
+        &mut self,
+        dir: &str,
+        name: &str,
+        found: Option<Param>,
+        at: Instant,
+    ) -> Vec<Inval> {
+        let mut invals = Vec::new();
+        match found {
+            Some(p) => {
+                self.ensure_dir(dir, at, &mut invals);
+                self.put_file(dir, name, p, at, &mut invals);
+            }
+            None => {
+                if self.dirs.contains_key(dir) {
+                    self.remove_file(dir, name, &mut invals);
+                    let d = self.dirs.get_mut(dir).expect("checked above");
+                    bounded_insert(&mut d.not_file, name, at);
+                }
+            }
+        }
+        invals
+    }
+
+    /// Records that `path` is not a directory (a probe found nothing below it).
+    pub fn apply_not_dir(&mut self, path: &str, at: Instant) -> Vec<Inval> {
+        let mut invals = Vec::new();
+        let (parent, name) = split(path);
+        if self.dirs.contains_key(path) {
+            self.forget_dir(path, &mut invals);
+        }
+        self.note_not_dir(parent, name, at, &mut invals);
+        invals
+    }
+
+    fn ensure_dir(&mut self, path: &str, at: Instant, invals: &mut Vec<Inval>) {
+        if path.is_empty() {
+            return;
+        }
+        let (parent, name) = split(path);
+        self.ensure_dir(parent, at, invals);
+        self.note_dir(parent, name, at, invals);
+    }
+
+    fn note_dir(&mut self, parent: &str, name: &str, at: Instant, invals: &mut Vec<Inval>) {
+        let path = join(parent, name);
+        self.dirs.entry(path).or_default();
+        let Some(d) = self.dirs.get_mut(parent) else {
+            return;
+        };
+        d.not_dir.remove(name);
+        let new = d.subdirs.insert(name.to_string(), at).is_none();
+        if new && d.files.contains_key(name) {
+            // The name that showed the file now shows the directory.
+            if let Some(p) = self.dir_ino(parent) {
+                invals.push(Inval::Entry(p, name.to_string()));
+            }
+        }
+    }
+
+    fn note_not_dir(&mut self, parent: &str, name: &str, at: Instant, invals: &mut Vec<Inval>) {
+        let Some(d) = self.dirs.get_mut(parent) else {
+            return;
+        };
+        if d.subdirs.remove(name).is_some() {
+            if let Some(p) = self.dir_ino(parent) {
+                invals.push(Inval::Entry(p, name.to_string()));
+            }
+        }
+        let d = self.dirs.get_mut(parent).expect("checked above");
+        bounded_insert(&mut d.not_dir, name, at);
+    }
+
+    /// Drops a directory and everything below it.
+    fn forget_dir(&mut self, path: &str, invals: &mut Vec<Inval>) {
+        let below: Vec<String> = self
+            .dirs
+            .keys()
+            .filter(|d| in_subtree(path, d))
+            .cloned()
+            .collect();
+        for d in below {
+            if let Some(dir) = self.dirs.remove(&d) {
+                for name in dir.files.keys() {
+                    if let Some(ino) = self.file_ino(&d, name) {
+                        invals.push(Inval::Inode(ino));
+                    }
+                }
+            }
+        }
+        if !path.is_empty() {
+            let (parent, name) = split(path);
+            if let Some(p) = self.dirs.get_mut(parent) {
+                p.subdirs.remove(name);
+            }
+            if let Some(p) = self.dir_ino(parent) {
+                invals.push(Inval::Entry(p, name.to_string()));
+            }
+        }
+    }
+
+    fn replace_dir(
+        &mut self,
+        path: &str,
+        files: BTreeMap<String, Param>,
+        subdirs: BTreeMap<String, Instant>,
+        at: Instant,
+        invals: &mut Vec<Inval>,
+    ) {
+        let d = self.dirs.entry(path.to_string()).or_default();
+        if d.listed_at.is_some_and(|t| t > at) {
+            return;
+        }
+        let gone_files: Vec<String> = d
+            .files
+            .keys()
+            .filter(|n| !files.contains_key(*n))
+            .cloned()
+            .collect();
+        let new_dirs: Vec<String> = subdirs
+            .keys()
+            .filter(|n| !d.subdirs.contains_key(*n))
+            .cloned()
+            .collect();
+        let gone_dirs: Vec<String> = d
+            .subdirs
+            .keys()
+            .filter(|n| !subdirs.contains_key(*n))
+            .cloned()
+            .collect();
+        d.subdirs = subdirs;
+        d.listed_at = Some(at);
+        d.files_at = Some(at);
+        d.not_file.clear();
+        d.not_dir.clear();
+        if let Some(p) = self.dir_ino(path) {
+            // A name that changes between file and directory must be looked up again.
+            for name in new_dirs.iter().chain(gone_dirs.iter()) {
+                invals.push(Inval::Entry(p, name.clone()));
+            }
+        }
+        for name in gone_files {
+            self.remove_file(path, &name, invals);
+        }
+        for (name, p) in files {
+            self.put_file(path, &name, p, at, invals);
+        }
+    }
+
+    fn put_file(&mut self, dir: &str, name: &str, p: Param, at: Instant, invals: &mut Vec<Inval>) {
+        let ino = self.file_ino(dir, name);
+        let Some(d) = self.dirs.get_mut(dir) else {
+            return;
+        };
+        d.not_file.remove(name);
+        if let Some(old) = d.files.get(name) {
+            if old.fetched_at > at {
+                return;
+            }
+            let changed = old.param.version != p.version
+                || old.param.last_modified != p.last_modified
+                || old.param.content != p.content
+                || old.param.kind != p.kind;
+            if changed {
+                if let Some(ino) = ino {
+                    invals.push(Inval::Inode(ino));
+                }
+            }
+        }
+        d.files.insert(
+            name.to_string(),
+            Arc::new(Cached {
+                param: p,
+                fetched_at: at,
+            }),
+        );
+    }
+
+    fn remove_file(&mut self, dir: &str, name: &str, invals: &mut Vec<Inval>) {
+        let shown = self.shown_name(dir, name);
+        let Some(d) = self.dirs.get_mut(dir) else {
+            return;
+        };
+        if d.files.remove(name).is_none() {
+            return;
+        }
+        if let Some(ino) = self.file_ino(dir, name) {
+            invals.push(Inval::Inode(ino));
+        }
+        if let Some(p) = self.dir_ino(dir) {
+            invals.push(Inval::Entry(p, shown));
+            invals.push(Inval::Entry(
+                p,
+                format!("{name}{}", crate::names::PARAM_SUFFIX),
+            ));
+        }
+    }
+}
+
+/// Whether `path` is `top` or below it.
+fn in_subtree(top: &str, path: &str) -> bool {
+    top.is_empty() || path == top || path.strip_prefix(top).is_some_and(|r| r.starts_with('/'))
+}
+
+fn bounded_insert(map: &mut HashMap<String, Instant>, name: &str, at: Instant) {
+    if map.len() >= MAX_NEGATIVE {
+        map.clear();
+    }
+    map.insert(name.to_string(), at);
+}
