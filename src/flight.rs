@@ -30,7 +30,8 @@ impl<K: Clone + Eq + Hash, E: Clone> Default for Flights<K, E> {
 impl<K: Clone + Eq + Hash, E: Clone> Flights<K, E> {
     /// Runs `work` for `key` unless a fetch for it that started at or after `not_before` is
     /// already running, in which case its result is shared. `not_before: None` joins any.
-    pub async fn run<F>(&self, key: K, not_before: Option<Instant>, work: F) -> Result<(), E>
+    /// Returns when the fetch whose result was used started.
+    pub async fn run<F>(&self, key: K, not_before: Option<Instant>, work: F) -> Result<Instant, E>
     where
         F: std::future::Future<Output = Result<(), E>>,
     {
@@ -53,7 +54,7 @@ impl<K: Clone + Eq + Hash, E: Clone> Flights<K, E> {
                 let joinable = not_before.is_none_or(|t| started >= t);
                 let outcome = rx.wait_for(Option::is_some).await.map(|o| o.clone());
                 match outcome {
-                    Ok(Some(result)) if joinable => return result,
+                    Ok(Some(result)) if joinable => return result.map(|()| started),
                     // The leader ended (or was dropped) without a result we may use: go again.
                     _ => continue,
                 }
@@ -66,7 +67,7 @@ impl<K: Clone + Eq + Hash, E: Clone> Flights<K, E> {
             let result = work.take().expect("work runs once").await;
             drop(guard);
             let _ = tx.send(Some(result.clone()));
-            return result;
+            return result.map(|()| rx.0);
         }
     }
 }

@@ -250,7 +250,8 @@ impl<B: Backend> Fs<B> {
         &self,
         step: impl Fn(&Self, &mut Tree, Fresh) -> Step<T>,
     ) -> Result<T, Error> {
-        let since = Instant::now();
+        let start = Instant::now();
+        let mut since = start;
         let mut stale_ok = false;
         let mut fetched = false;
         let mut failed = false;
@@ -260,7 +261,7 @@ impl<B: Backend> Fs<B> {
                 after: if stale_ok {
                     None
                 } else {
-                    Some(since.checked_sub(self.config.max_age).unwrap_or(since))
+                    Some(start.checked_sub(self.config.max_age).unwrap_or(start))
                 },
                 since,
             };
@@ -290,7 +291,12 @@ impl<B: Backend> Fs<B> {
                 return Err(Error::Backend(last_err.expect("set on failure")));
             }
             match self.fetch(need, None).await {
-                Ok(()) => fetched = true,
+                Ok(started) => {
+                    // A shared fetch may have started before this request: its result still
+                    // answers it.
+                    since = since.min(started);
+                    fetched = true;
+                }
                 Err(err) if err.is_transient() => {
                     stale_ok = true;
                     failed = true;
@@ -531,7 +537,12 @@ impl<B: Backend> Fs<B> {
 
     /// Runs a fetch through single-flight, applies its result to the tree and queues the
     /// invalidations it causes, before any waiter is released.
-    async fn fetch(&self, fetch: Fetch, not_before: Option<Instant>) -> Result<(), BackendError> {
+    /// Returns when the fetch that was used started: what it learned is at least that new.
+    async fn fetch(
+        &self,
+        fetch: Fetch,
+        not_before: Option<Instant>,
+    ) -> Result<Instant, BackendError> {
         self.flights
             .run(fetch.clone(), not_before, async {
                 Stats::bump(&self.stats.refreshes);

@@ -1,1 +1,451 @@
+//! Unit tests of the core over the in-memory backend: caching is proven with call counts.
 
+use std::ffi::OsStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::*;
+use crate::backend::memory::MemoryBackend;
+use crate::content::ParamType::{SecureString, String as Str, StringList};
+
+const LONG: Duration = Duration::from_secs(3600);
+
+fn mount(backend: &MemoryBackend, source: &str, max_age: Duration) -> Arc<Fs<MemoryBackend>> {
+    Arc::new(Fs::new(
+        backend.clone(),
+        Config {
+            source: source.parse().unwrap(),
+            max_age,
+            uid: 1000,
+            gid: 1000,
+        },
+    ))
+}
+
+async fn started(
+    backend: &MemoryBackend,
+    source: &str,
+    max_age: Duration,
+) -> Arc<Fs<MemoryBackend>> {
+    let fs = mount(backend, source, max_age);
+    fs.check_source().await.unwrap();
+    fs
+}
+
+async fn resolve(fs: &Fs<MemoryBackend>, path: &str) -> Result<Entry, Error> {
+    let mut entry = fs.getattr(ROOT).await?;
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        entry = fs.lookup(entry.attr.ino, OsStr::new(part)).await?;
+    }
+    Ok(entry)
+}
+
+/// What `cat` does once the kernel caches are cold: resolve, stat, read.
+async fn cat(fs: &Fs<MemoryBackend>, path: &str) -> Result<Vec<u8>, Error> {
+    let entry = resolve(fs, path).await?;
+    let attr = fs.getattr(entry.attr.ino).await?.attr;
+    fs.read(attr.ino, 0, attr.size as u32 + 1)
+}
+
+async fn ls(fs: &Fs<MemoryBackend>, path: &str) -> Vec<String> {
+    let ino = resolve(fs, path).await.unwrap().attr.ino;
+    let mut names: Vec<String> = fs
+        .readdir(ino, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    names.sort();
+    names
+}
+
+fn sample() -> MemoryBackend {
+    let b = MemoryBackend::new();
+    b.put("/app/db/password", SecureString, "hunter2");
+    b.put("/app/db/user", Str, "app");
+    b.put("/app/hosts", StringList, "a,b");
+    b.put("/app/name", Str, "demo");
+    b.put("/other/secret", Str, "not mounted");
+    b
+}
+
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<Inval>>>);
+
+impl Invalidator for Recorder {
+    fn invalidate(&self, invals: Vec<Inval>) {
+        self.0.lock().unwrap().extend(invals);
+    }
+
+    fn barrier(&self) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tx.send(()).unwrap();
+        rx
+    }
+}
+
+#[tokio::test]
+async fn small_tree_is_loaded_by_the_startup_call_and_then_costs_nothing() {
+    let b = sample();
+    let fs = started(&b, "/app", LONG).await;
+    assert_eq!(b.total_calls(), 1);
+
+    assert_eq!(cat(&fs, "db/password").await.unwrap(), b"hunter2");
+    assert_eq!(cat(&fs, "hosts").await.unwrap(), b"a\nb\n");
+    assert_eq!(
+        ls(&fs, "").await,
+        [".", "..", ".refresh", ".stats", "db", "hosts", "name"]
+    );
+    assert_eq!(
+        ls(&fs, "db").await,
+        [".", "..", ".refresh", "password", "user"]
+    );
+    for _ in 0..3 {
+        assert_eq!(cat(&fs, "name").await.unwrap(), b"demo");
+        assert_eq!(resolve(&fs, "nope").await.unwrap_err(), Error::NotFound);
+        assert_eq!(resolve(&fs, "db/nope").await.unwrap_err(), Error::NotFound);
+    }
+    assert_eq!(
+        b.total_calls(),
+        1,
+        "cached reads and misses must make no call"
+    );
+}
+
+#[tokio::test]
+async fn attributes_follow_the_parameter() {
+    let b = sample();
+    let fs = started(&b, "/app", LONG).await;
+    let secret = resolve(&fs, "db/password").await.unwrap();
+    assert_eq!((secret.attr.perm, secret.attr.size), (0o400, 7));
+    let plain = resolve(&fs, "name").await.unwrap();
+    assert_eq!(plain.attr.perm, 0o444);
+    assert!(plain.ttl > Duration::from_secs(3000) && plain.ttl <= LONG);
+    let dir = resolve(&fs, "db").await.unwrap();
+    assert_eq!(
+        (dir.attr.kind, dir.attr.perm, dir.attr.uid),
+        (Kind::Dir, 0o555, 1000)
+    );
+}
+
+#[tokio::test]
+async fn parameters_outside_the_source_never_appear() {
+    let b = sample();
+    b.put("/application/x", Str, "prefix but not below");
+    let fs = started(&b, "/app", LONG).await;
+    assert!(!ls(&fs, "")
+        .await
+        .iter()
+        .any(|n| n.contains("secret") || n == "x"));
+    assert_eq!(resolve(&fs, "secret").await.unwrap_err(), Error::NotFound);
+}
+
+#[tokio::test]
+async fn a_parameter_shadowed_by_a_directory_is_name_percent() {
+    let b = sample();
+    b.put("/app/db", Str, "the db parameter");
+    b.put("/app/.refresh", Str, "shadowed by a control file");
+    let fs = started(&b, "/app", LONG).await;
+    assert_eq!(resolve(&fs, "db").await.unwrap().attr.kind, Kind::Dir);
+    assert_eq!(cat(&fs, "db%").await.unwrap(), b"the db parameter");
+    assert_eq!(
+        cat(&fs, ".refresh%").await.unwrap(),
+        b"shadowed by a control file"
+    );
+    assert_eq!(
+        cat(&fs, "name%").await.unwrap(),
+        b"demo",
+        "NAME% works for any parameter"
+    );
+    let names = ls(&fs, "").await;
+    assert!(names.contains(&"db".to_string()) && names.contains(&"db%".to_string()));
+    assert!(names.contains(&".refresh%".to_string()));
+    assert!(
+        !names.contains(&"name%".to_string()),
+        "only shadowed parameters are listed with %"
+    );
+}
+
+#[tokio::test]
+async fn names_ssm_cannot_hold_cost_no_call() {
+    let b = MemoryBackend::new();
+    for i in 0..30 {
+        b.put(&format!("/big/p{i}"), Str, "v");
+    }
+    let fs = started(&b, "/big", LONG).await;
+    let before = b.total_calls();
+    for name in ["a b", "a:1", "%", "x%y", "ünï", &"a".repeat(2100)] {
+        assert_eq!(
+            fs.lookup(ROOT, OsStr::new(name)).await.unwrap_err(),
+            Error::NotFound,
+            "{name}"
+        );
+    }
+    assert_eq!(b.total_calls(), before);
+}
+
+#[tokio::test]
+async fn a_big_tree_is_not_swept_for_one_read() {
+    let b = MemoryBackend::new();
+    for i in 0..20 {
+        for j in 0..10 {
+            for k in 0..5 {
+                b.put(&format!("/big/l{i:02}/m{j}/p{k}"), Str, "value");
+            }
+        }
+    }
+    let fs = started(&b, "/big", LONG).await;
+    assert_eq!(b.total_calls(), 1);
+    assert_eq!(cat(&fs, "l13/m7/p3").await.unwrap(), b"value");
+    let cold = b.total_calls() - 1;
+    assert!(cold <= 4, "a cold read three levels down cost {cold} calls");
+
+    // Listing a directory costs calls in proportion to what is under it (50 parameters: 5
+    // pages), not to the tree (1,000 parameters).
+    let before = b.total_calls();
+    assert_eq!(ls(&fs, "l05").await.len(), 3 + 10);
+    let listing = b.total_calls() - before;
+    assert!(listing <= 6, "listing l05 cost {listing} calls");
+
+    // Reading back what was listed and missing names in it cost nothing more.
+    let before = b.total_calls();
+    assert_eq!(cat(&fs, "l05/m2/p4").await.unwrap(), b"value");
+    assert_eq!(
+        resolve(&fs, "l05/m2/zz").await.unwrap_err(),
+        Error::NotFound
+    );
+    assert_eq!(b.total_calls(), before);
+}
+
+#[tokio::test]
+async fn a_missing_name_in_an_unlisted_directory_is_asked_once() {
+    let b = MemoryBackend::new();
+    for i in 0..30 {
+        b.put(&format!("/big/p{i}"), Str, "v");
+    }
+    let fs = started(&b, "/big", LONG).await;
+    assert_eq!(resolve(&fs, "nope").await.unwrap_err(), Error::NotFound);
+    let after_first = b.total_calls();
+    assert_eq!(after_first, 1 + 2, "one probe and one get");
+    assert_eq!(resolve(&fs, "nope").await.unwrap_err(), Error::NotFound);
+    assert_eq!(b.total_calls(), after_first);
+}
+
+#[tokio::test]
+async fn expired_values_are_refetched_and_fresh_ones_are_not() {
+    let b = sample();
+    let fresh = started(&b, "/app", LONG).await;
+    let expired = started(&b, "/app", Duration::ZERO).await;
+    let before = b.total_calls();
+    cat(&fresh, "name").await.unwrap();
+    assert_eq!(b.total_calls(), before);
+
+    b.put("/app/name", Str, "new");
+    assert_eq!(cat(&expired, "name").await.unwrap(), b"new");
+    assert!(b.total_calls() > before);
+    assert_eq!(
+        cat(&fresh, "name").await.unwrap(),
+        b"demo",
+        "within max-age the cache answers"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_file_refreshes_its_directory_with_one_call() {
+    let b = sample();
+    let fs = started(&b, "/app", Duration::ZERO).await;
+    let ino = resolve(&fs, "db/password").await.unwrap().attr.ino;
+    let before = b.calls(Op::GetParametersByPath);
+    fs.getattr(ino).await.unwrap();
+    assert_eq!(b.calls(Op::GetParametersByPath) - before, 1);
+    assert_eq!(b.calls(Op::GetParameter), 0);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn many_readers_of_an_expired_value_share_one_call() {
+    let b = sample();
+    let fs = started(&b, "/app", Duration::ZERO).await;
+    let ino = resolve(&fs, "name").await.unwrap().attr.ino;
+    let gate = b.hold_calls();
+    let before = b.total_calls();
+    let readers: Vec<_> = (0..32)
+        .map(|_| {
+            let fs = fs.clone();
+            tokio::spawn(async move { fs.getattr(ino).await })
+        })
+        .collect();
+    // On this single-threaded runtime, yielding lets every reader run up to its wait.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    gate.add_permits(1000);
+    for r in readers {
+        assert_eq!(r.await.unwrap().unwrap().attr.size, 4);
+    }
+    assert_eq!(b.total_calls() - before, 1, "32 readers, one refresh");
+}
+
+#[tokio::test]
+async fn an_outage_serves_the_last_good_values_without_errors() {
+    let b = sample();
+    let fs = started(&b, "/app", Duration::ZERO).await;
+    assert_eq!(cat(&fs, "db/password").await.unwrap(), b"hunter2");
+    b.fail_with(Some(BackendError::Unavailable("connection refused".into())));
+    assert_eq!(cat(&fs, "db/password").await.unwrap(), b"hunter2");
+    assert_eq!(ls(&fs, "db").await.len(), 5, "listings stay complete");
+    assert!(
+        fs.stats()
+            .stale_served
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+
+    // While backing off, requests are answered without trying AWS at all.
+    let calls = b.total_calls();
+    cat(&fs, "name").await.unwrap();
+    assert_eq!(b.total_calls(), calls);
+
+    // Data never fetched cannot be served: EIO, not a hang.
+    let fs2 = mount(&b, "/app", LONG);
+    assert_eq!(cat(&fs2, "name").await.unwrap_err().errno(), libc::EIO);
+}
+
+#[tokio::test]
+async fn throttling_is_an_outage_and_access_denied_is_eacces() {
+    let b = sample();
+    let fs = started(&b, "/app", Duration::ZERO).await;
+    b.fail_with(Some(BackendError::Throttled("ThrottlingException".into())));
+    assert_eq!(cat(&fs, "name").await.unwrap(), b"demo");
+    assert_eq!(
+        fs.stats()
+            .throttles
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+
+    let denied = sample();
+    let fs = mount(&denied, "/app", LONG);
+    denied.fail_with(Some(BackendError::AccessDenied("not allowed".into())));
+    assert_eq!(cat(&fs, "name").await.unwrap_err().errno(), libc::EACCES);
+}
+
+#[tokio::test]
+async fn refresh_file_refreshes_its_subtree_and_invalidates_changes() {
+    let b = sample();
+    let fs = started(&b, "/app", LONG).await;
+    let rec = Recorder::default();
+    fs.set_invalidator(Box::new(rec.clone()));
+    let pw = resolve(&fs, "db/password").await.unwrap().attr.ino;
+    let name = resolve(&fs, "name").await.unwrap().attr.ino;
+    let db = resolve(&fs, "db").await.unwrap().attr.ino;
+
+    b.put("/app/db/password", SecureString, "rotated");
+    b.put("/app/name", Str, "changed outside db");
+    b.delete("/app/db/user");
+    b.put("/app/db/port", Str, "5432");
+    let refresh = resolve(&fs, "db/.refresh").await.unwrap().attr.ino;
+    let before = b.total_calls();
+    assert_eq!(fs.write(refresh, 2).await.unwrap(), 2);
+    assert_eq!(
+        b.total_calls() - before,
+        1,
+        "a 3-entry directory refreshes with one call"
+    );
+
+    assert_eq!(cat(&fs, "db/password").await.unwrap(), b"rotated");
+    assert_eq!(cat(&fs, "db/port").await.unwrap(), b"5432");
+    assert_eq!(resolve(&fs, "db/user").await.unwrap_err(), Error::NotFound);
+    assert_eq!(
+        cat(&fs, "name").await.unwrap(),
+        b"demo",
+        "outside the subtree: untouched"
+    );
+
+    let invals = rec.0.lock().unwrap().clone();
+    assert!(invals.contains(&Inval::Inode(pw)));
+    assert!(invals.contains(&Inval::Entry(db, "user".into())));
+    assert!(!invals.contains(&Inval::Inode(name)));
+}
+
+#[tokio::test]
+async fn a_failed_refresh_is_eio_and_keeps_the_old_values() {
+    let b = sample();
+    let fs = started(&b, "/app", LONG).await;
+    let refresh = resolve(&fs, ".refresh").await.unwrap().attr.ino;
+    b.fail_with(Some(BackendError::Unavailable("down".into())));
+    assert_eq!(fs.write(refresh, 1).await.unwrap_err().errno(), libc::EIO);
+    b.fail_with(None);
+    assert_eq!(cat(&fs, "name").await.unwrap(), b"demo");
+}
+
+#[tokio::test]
+async fn created_and_deleted_parameters_show_at_the_next_refresh() {
+    let b = sample();
+    let fs = started(&b, "/app", Duration::ZERO).await;
+    b.put("/app/new/deep/x", Str, "fresh");
+    b.delete("/app/hosts");
+    assert_eq!(cat(&fs, "new/deep/x").await.unwrap(), b"fresh");
+    assert_eq!(resolve(&fs, "hosts").await.unwrap_err(), Error::NotFound);
+    let names = ls(&fs, "").await;
+    assert!(names.contains(&"new".to_string()) && !names.contains(&"hosts".to_string()));
+}
+
+#[tokio::test]
+async fn writes_anywhere_else_are_read_only() {
+    let b = sample();
+    let fs = started(&b, "/app", LONG).await;
+    let name = resolve(&fs, "name").await.unwrap().attr.ino;
+    assert_eq!(fs.write(name, 1).await.unwrap_err().errno(), libc::EROFS);
+    assert_eq!(
+        fs.setattr(name, Some(0), false).await.unwrap_err().errno(),
+        libc::EROFS
+    );
+    let refresh = resolve(&fs, ".refresh").await.unwrap().attr.ino;
+    assert!(
+        fs.setattr(refresh, Some(0), false).await.is_ok(),
+        "`>` truncates first"
+    );
+    assert_eq!(fs.read(ROOT, 0, 10).unwrap_err(), Error::IsDir);
+}
+
+#[tokio::test]
+async fn readdir_offsets_survive_a_refresh() {
+    let b = MemoryBackend::new();
+    for i in 0..100 {
+        b.put(&format!("/d/p{i:03}"), Str, "v");
+    }
+    let fs = started(&b, "/d", Duration::ZERO).await;
+    let first = fs.readdir(ROOT, 0).await.unwrap();
+    let (head, _) = first.split_at(40);
+    b.delete("/d/p000");
+    b.delete("/d/p099");
+    b.put("/d/zzz", Str, "new");
+    let rest = fs.readdir(ROOT, head.last().unwrap().offset).await.unwrap();
+    let mut seen: Vec<&str> = head
+        .iter()
+        .chain(rest.iter())
+        .map(|e| e.name.as_str())
+        .collect();
+    let total = seen.len();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), total, "no entry twice");
+    for i in 1..99 {
+        assert!(
+            seen.contains(&format!("p{i:03}").as_str()),
+            "p{i:03} missing"
+        );
+    }
+    assert!(seen.contains(&"zzz"));
+}
+
+#[tokio::test]
+async fn stats_count_calls() {
+    let b = sample();
+    let fs = started(&b, "/app", LONG).await;
+    let doc = cat(&fs, ".stats").await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&doc).unwrap();
+    assert_eq!(v["api_calls"]["GetParametersByPath"], 1);
+    assert_eq!(v["api_calls"]["GetParameter"], 0);
+}
