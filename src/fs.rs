@@ -38,6 +38,10 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Bound on fetch-and-retry rounds for one request (each round fetches something new).
 const MAX_ROUNDS: usize = 8;
+/// A directory whose known subtree fits in this many parameters (two pages) is swept whole when
+/// any name in it needs refreshing: that costs no more calls than a probe and a one-level
+/// listing, and refreshes every name in it at once.
+const SMALL_SUBTREE: usize = 20;
 
 pub struct Config {
     pub source: SsmPath,
@@ -175,9 +179,10 @@ impl<B: Backend> Fs<B> {
             .await
     }
 
-    pub async fn getattr(&self, ino: Ino) -> Result<Entry, Error> {
-        self.answer(|fs, tree, fresh| fs.getattr_step(tree, ino, fresh))
-            .await
+    /// Attributes of an inode, from memory: an inode is one version of a parameter, so its
+    /// attributes never change; freshness is enforced when names are looked up.
+    pub fn getattr(&self, ino: Ino) -> Result<Entry, Error> {
+        self.attr_of(&mut self.tree.lock().unwrap(), ino)
     }
 
     /// Content of a file from memory. Never fetches: the kernel asks for attributes first when
@@ -190,7 +195,7 @@ impl<B: Backend> Fs<B> {
             bytes[start..end].to_vec()
         };
         match tree.node(ino) {
-            Some(Node::File { dir, name }) => match tree.any_file(dir, name) {
+            Some(Node::File { .. }) => match tree.version(ino) {
                 Some(c) => Ok(slice(c.param.content.as_bytes())),
                 None => Err(Error::NotFound),
             },
@@ -239,7 +244,7 @@ impl<B: Backend> Fs<B> {
             Some(Node::Refresh { .. })
         );
         if is_refresh && !other_changes && size.is_none_or(|s| s == 0) {
-            return self.getattr(ino).await;
+            return self.getattr(ino);
         }
         Err(Error::ReadOnly)
     }
@@ -321,7 +326,27 @@ impl<B: Backend> Fs<B> {
         }
     }
 
+    /// The kernel dropped `n` references to `ino`.
+    pub fn forget(&self, ino: Ino, n: u64) {
+        self.tree.lock().unwrap().forget(ino, n);
+    }
+
     fn lookup_step(&self, tree: &mut Tree, parent: Ino, name: &OsStr, fresh: Fresh) -> Step<Entry> {
+        let step = self.resolve_step(tree, parent, name, fresh);
+        if let Step::Done(Ok(entry)) = &step {
+            // The kernel now holds a reference to this inode until it forgets it.
+            tree.looked_up(entry.attr.ino);
+        }
+        step
+    }
+
+    fn resolve_step(
+        &self,
+        tree: &mut Tree,
+        parent: Ino,
+        name: &OsStr,
+        fresh: Fresh,
+    ) -> Step<Entry> {
         let Some(Node::Dir { path }) = tree.node(parent).cloned() else {
             return Step::Done(Err(Error::NotFound));
         };
@@ -338,7 +363,7 @@ impl<B: Backend> Fs<B> {
                     Node::Refresh { dir: path }
                 };
                 let ino = tree.ino(node);
-                return self.getattr_step(tree, ino, fresh);
+                return Step::Done(self.attr_of(tree, ino));
             }
             Name::Param(n) => n,
             Name::Entry(n) => {
@@ -346,34 +371,48 @@ impl<B: Backend> Fs<B> {
                     return Step::Done(Err(Error::NotFound));
                 }
                 match tree.is_dir(&path, n, fresh) {
+                    None if tree.is_small(&path, SMALL_SUBTREE) => {
+                        return Step::Need(Fetch::Sweep(path))
+                    }
                     None => return Step::Need(Fetch::Probe(join(&path, n))),
                     Some(true) => {
                         let ino = tree.ino(Node::Dir {
                             path: join(&path, n),
                         });
-                        return self.getattr_step(tree, ino, fresh);
+                        return Step::Done(self.attr_of(tree, ino));
                     }
                     Some(false) => n,
                 }
             }
         };
-        let ino = tree.ino(Node::File {
-            dir: path,
-            name: name.to_string(),
-        });
-        self.getattr_step(tree, ino, fresh)
+        match tree.file(&path, name, fresh) {
+            Some(Some(cached)) => {
+                let ino = tree.file_node(&path, name, cached.param.version);
+                Step::Done(self.attr_of(tree, ino))
+            }
+            Some(None) => Step::Done(Err(Error::NotFound)),
+            None if tree.is_small(&path, SMALL_SUBTREE) => Step::Need(Fetch::Sweep(path)),
+            None => {
+                let lists_files = tree.dirs.get(&path).is_some_and(|d| d.files_at.is_some());
+                Step::Need(if lists_files {
+                    Fetch::Files(path)
+                } else {
+                    Fetch::Get(join(&path, name))
+                })
+            }
+        }
     }
 
-    fn getattr_step(&self, tree: &mut Tree, ino: Ino, fresh: Fresh) -> Step<Entry> {
+    fn attr_of(&self, tree: &mut Tree, ino: Ino) -> Result<Entry, Error> {
         let node = match tree.node(ino) {
             Some(node) => node.clone(),
-            None => return Step::Done(Err(Error::NotFound)),
+            None => return Err(Error::NotFound),
         };
         let now = Instant::now();
         let entry = match node {
             Node::Dir { path } => {
                 if !tree.dirs.contains_key(&path) {
-                    return Step::Done(Err(Error::NotFound));
+                    return Err(Error::NotFound);
                 }
                 let ttl = if path.is_empty() {
                     STATIC_TTL
@@ -387,20 +426,14 @@ impl<B: Backend> Fs<B> {
                     ttl,
                 }
             }
-            Node::File { dir, name } => match tree.file(&dir, &name, fresh) {
-                Some(Some(cached)) => Entry {
+            // An inode is one version: its attributes never change. Freshness is enforced when
+            // a name is looked up, which is where a newer version gets its new inode.
+            Node::File { .. } => match tree.version(ino) {
+                Some(cached) => Entry {
                     attr: self.file_attr(ino, &cached),
                     ttl: self.remaining(cached.fetched_at, now),
                 },
-                Some(None) => return Step::Done(Err(Error::NotFound)),
-                None => {
-                    let lists_files = tree.dirs.get(&dir).is_some_and(|d| d.files_at.is_some());
-                    return Step::Need(if lists_files {
-                        Fetch::Files(dir)
-                    } else {
-                        Fetch::Get(join(&dir, &name))
-                    });
-                }
+                None => return Err(Error::NotFound),
             },
             Node::Refresh { .. } => Entry {
                 attr: self.control_attr(ino, 0, 0o200, self.mounted_at),
@@ -419,7 +452,7 @@ impl<B: Backend> Fs<B> {
                 }
             }
         };
-        Step::Done(Ok(entry))
+        Ok(entry)
     }
 
     fn readdir_step(&self, tree: &mut Tree, ino: Ino, fresh: Fresh) -> Step<Vec<DirEntry>> {
@@ -435,7 +468,11 @@ impl<B: Backend> Fs<B> {
             return Step::Need(Fetch::Sweep(path));
         }
         let subdirs: Vec<String> = dir.subdirs.keys().cloned().collect();
-        let files: Vec<String> = dir.files.keys().cloned().collect();
+        let files: Vec<(String, i64)> = dir
+            .files
+            .iter()
+            .map(|(name, c)| (name.clone(), c.param.version))
+            .collect();
         let parent_ino = if path.is_empty() {
             ROOT
         } else {
@@ -465,12 +502,9 @@ impl<B: Backend> Fs<B> {
                 name,
             ));
         }
-        for name in files {
+        for (name, version) in files {
             let shown = tree.shown_name(&path, &name);
-            let ino = tree.ino(Node::File {
-                dir: path.clone(),
-                name,
-            });
+            let ino = tree.file_node(&path, &name, version);
             children.push((ino, Kind::File, shown));
         }
         children.sort_by_key(|c| c.0);

@@ -120,11 +120,12 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         });
     }
 
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let fs = self.fs.clone();
-        self.run(async move { fs.getattr(ino.0).await }, |r| {
-            reply_attr(reply, "getattr", r)
-        });
+        reply_attr(reply, "getattr", self.fs.getattr(ino.0));
     }
 
     fn setattr(
@@ -329,12 +330,9 @@ impl KernelInvalidator {
                         Msg::Invals(invals) => {
                             for inval in invals {
                                 // ENOENT only says the kernel held nothing for it.
-                                let result = match &inval {
-                                    Inval::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
-                                    Inval::Entry(parent, name) => {
-                                        notifier.inval_entry(INodeNo(*parent), OsStr::new(name))
-                                    }
-                                };
+                                let Inval(parent, name) = &inval;
+                                let result =
+                                    notifier.inval_entry(INodeNo(*parent), OsStr::new(name));
                                 if let Err(err) = result {
                                     if err.raw_os_error() != Some(libc::ENOENT) {
                                         debug!(?inval, error = %err, "invalidation failed");

@@ -148,13 +148,19 @@ fn run(cli: &Cli, readiness: &mut Readiness) -> Result<(), String> {
             let _ = ended_tx.send(session.run());
         })
         .map_err(|e| format!("cannot start the FUSE thread: {e}"))?;
+    // Handlers are in place before readiness is reported, so that a signal sent as soon as the
+    // mount is live unmounts instead of killing the process.
+    let (mut term, mut int) = {
+        let _entered = rt.enter();
+        let term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
+        let int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
+        (term, int)
+    };
     info!(source = %source, mountpoint = %cli.mountpoint.display(), "mounted");
     readiness.ready();
 
     let mountpoint = cli.mountpoint.clone();
     rt.block_on(async move {
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
         let why = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",

@@ -12,9 +12,13 @@
 //! - every individual fact is at least as new as the listing times of its directory (applying a
 //!   listing rewrites the facts below it), so a fresh listing answers for every name;
 //! - a directory is in `dirs` only while it is known to exist (the root always is);
-//! - an inode number names one (kind, path) for the life of the mount and is never reused, so the
-//!   kernel never sees an inode change type;
-//! - every change to what a path shows is reported as an [`Inval`] for the kernel's caches.
+//! - an inode number names one (kind, path, version) and is never reused, so the kernel never sees
+//!   an inode change type or content: a file's inode is one version of a parameter, and a new
+//!   version is a new inode. A reader that holds the old one keeps reading the old value whole,
+//!   as with a file replaced by rename; nothing the kernel caches for an inode ever goes stale;
+//! - a version the kernel still holds (looked up and not yet forgotten) stays readable after it
+//!   is replaced or deleted, and is dropped when the kernel forgets it;
+//! - every change to what a name shows is reported as an [`Inval`] for the kernel's caches.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -49,20 +53,24 @@ pub struct Dir {
 /// What an inode is.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Node {
-    Dir { path: String },
-    File { dir: String, name: String },
-    Refresh { dir: String },
+    Dir {
+        path: String,
+    },
+    /// One version of a parameter.
+    File {
+        dir: String,
+        name: String,
+        version: i64,
+    },
+    Refresh {
+        dir: String,
+    },
     Stats,
 }
 
-/// A kernel cache entry that no longer shows the truth.
+/// A kernel cache entry that no longer shows the truth: this name in this directory inode.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Inval {
-    /// The content and attributes of this inode.
-    Inode(Ino),
-    /// The name in this directory inode.
-    Entry(Ino, String),
-}
+pub struct Inval(pub Ino, pub String);
 
 /// When a piece of knowledge is good enough to answer from.
 #[derive(Clone, Copy, Debug)]
@@ -104,8 +112,13 @@ pub fn split(path: &str) -> (&str, &str) {
 #[derive(Default)]
 pub struct Tree {
     pub dirs: HashMap<String, Dir>,
-    nodes: Vec<Node>,
+    /// Indexed by inode number - 1; `None` once a retired version is forgotten.
+    nodes: Vec<Option<Node>>,
     inos: HashMap<Node, Ino>,
+    /// How many lookups of each inode the kernel has not yet forgotten.
+    lookups: HashMap<Ino, u64>,
+    /// Versions no longer current that the kernel still holds.
+    retired: HashMap<Ino, Arc<Cached>>,
 }
 
 impl Tree {
@@ -124,14 +137,78 @@ impl Tree {
         if let Some(ino) = self.inos.get(&node) {
             return *ino;
         }
-        self.nodes.push(node.clone());
+        self.nodes.push(Some(node.clone()));
         let ino = self.nodes.len() as Ino;
         self.inos.insert(node, ino);
         ino
     }
 
     pub fn node(&self, ino: Ino) -> Option<&Node> {
-        self.nodes.get(ino.checked_sub(1)? as usize)
+        self.nodes.get(ino.checked_sub(1)? as usize)?.as_ref()
+    }
+
+    /// The inode of the current version of a parameter.
+    pub fn file_node(&mut self, dir: &str, name: &str, version: i64) -> Ino {
+        self.ino(Node::File {
+            dir: dir.to_string(),
+            name: name.to_string(),
+            version,
+        })
+    }
+
+    /// Counts a lookup the kernel was answered with.
+    pub fn looked_up(&mut self, ino: Ino) {
+        *self.lookups.entry(ino).or_default() += 1;
+    }
+
+    /// The kernel forgot `n` lookups of `ino`: a retired version it no longer holds is dropped.
+    pub fn forget(&mut self, ino: Ino, n: u64) {
+        let Some(count) = self.lookups.get_mut(&ino) else {
+            return;
+        };
+        *count = count.saturating_sub(n);
+        if *count > 0 {
+            return;
+        }
+        self.lookups.remove(&ino);
+        if self.retired.remove(&ino).is_some() {
+            if let Some(node) = self.nodes.get_mut(ino as usize - 1).and_then(Option::take) {
+                self.inos.remove(&node);
+            }
+        }
+    }
+
+    /// The version of a parameter an inode stands for, current or retired.
+    pub fn version(&self, ino: Ino) -> Option<Arc<Cached>> {
+        if let Some(c) = self.retired.get(&ino) {
+            return Some(c.clone());
+        }
+        match self.node(ino)? {
+            Node::File { dir, name, version } => {
+                let c = self.dirs.get(dir)?.files.get(name)?;
+                (c.param.version == *version).then(|| c.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// Moves a version that stops being current out of the way: kept while the kernel holds
+    /// it, forgotten at once otherwise.
+    fn retire(&mut self, dir: &str, name: &str, old: Arc<Cached>) {
+        let node = Node::File {
+            dir: dir.to_string(),
+            name: name.to_string(),
+            version: old.param.version,
+        };
+        let Some(ino) = self.known_ino(&node) else {
+            return;
+        };
+        if self.lookups.get(&ino).is_some_and(|n| *n > 0) {
+            self.retired.insert(ino, old);
+        } else {
+            self.inos.remove(&node);
+            self.nodes[ino as usize - 1] = None;
+        }
     }
 
     /// The inode of a node if the kernel may know it.
@@ -142,13 +219,6 @@ impl Tree {
     fn dir_ino(&self, path: &str) -> Option<Ino> {
         self.known_ino(&Node::Dir {
             path: path.to_string(),
-        })
-    }
-
-    fn file_ino(&self, dir: &str, name: &str) -> Option<Ino> {
-        self.known_ino(&Node::File {
-            dir: dir.to_string(),
-            name: name.to_string(),
         })
     }
 
@@ -197,6 +267,24 @@ impl Tree {
         let d = self.dirs.get(dir)?;
         let seen = *d.subdirs.get(name)?;
         Some(d.listed_at.map_or(seen, |l| l.max(seen)))
+    }
+
+    /// Whether `dir` was listed before and held at most `limit` parameters in its whole subtree:
+    /// then sweeping it again costs no more calls than asking about one name in it.
+    pub fn is_small(&self, dir: &str, limit: usize) -> bool {
+        if !self.dirs.get(dir).is_some_and(|d| d.listed_at.is_some()) {
+            return false;
+        }
+        let mut total = 0;
+        for (path, d) in &self.dirs {
+            if in_subtree(dir, path) {
+                total += d.files.len();
+                if total > limit {
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// The name under which a parameter of `dir` is listed: `name%` when a directory or a
@@ -403,7 +491,7 @@ impl Tree {
         if new && d.files.contains_key(name) {
             // The name that showed the file now shows the directory.
             if let Some(p) = self.dir_ino(parent) {
-                invals.push(Inval::Entry(p, name.to_string()));
+                invals.push(Inval(p, name.to_string()));
             }
         }
     }
@@ -414,7 +502,7 @@ impl Tree {
         };
         if d.subdirs.remove(name).is_some() {
             if let Some(p) = self.dir_ino(parent) {
-                invals.push(Inval::Entry(p, name.to_string()));
+                invals.push(Inval(p, name.to_string()));
             }
         }
         let d = self.dirs.get_mut(parent).expect("checked above");
@@ -431,10 +519,8 @@ impl Tree {
             .collect();
         for d in below {
             if let Some(dir) = self.dirs.remove(&d) {
-                for name in dir.files.keys() {
-                    if let Some(ino) = self.file_ino(&d, name) {
-                        invals.push(Inval::Inode(ino));
-                    }
+                for (name, old) in dir.files {
+                    self.retire(&d, &name, old);
                 }
             }
         }
@@ -444,7 +530,7 @@ impl Tree {
                 p.subdirs.remove(name);
             }
             if let Some(p) = self.dir_ino(parent) {
-                invals.push(Inval::Entry(p, name.to_string()));
+                invals.push(Inval(p, name.to_string()));
             }
         }
     }
@@ -486,7 +572,7 @@ impl Tree {
         if let Some(p) = self.dir_ino(path) {
             // A name that changes between file and directory must be looked up again.
             for name in new_dirs.iter().chain(gone_dirs.iter()) {
-                invals.push(Inval::Entry(p, name.clone()));
+                invals.push(Inval(p, name.clone()));
             }
         }
         for name in gone_files {
@@ -498,51 +584,41 @@ impl Tree {
     }
 
     fn put_file(&mut self, dir: &str, name: &str, p: Param, at: Instant, invals: &mut Vec<Inval>) {
-        let ino = self.file_ino(dir, name);
         let Some(d) = self.dirs.get_mut(dir) else {
             return;
         };
         d.not_file.remove(name);
-        if let Some(old) = d.files.get(name) {
-            if old.fetched_at > at {
-                return;
-            }
-            let changed = old.param.version != p.version
-                || old.param.last_modified != p.last_modified
-                || old.param.content != p.content
-                || old.param.kind != p.kind;
-            if changed {
-                if let Some(ino) = ino {
-                    invals.push(Inval::Inode(ino));
-                }
-            }
+        let new = Arc::new(Cached {
+            param: p,
+            fetched_at: at,
+        });
+        let replaced = match d.files.get(name) {
+            Some(old) if old.fetched_at > at => return,
+            // The same version: only the fetch time moves on.
+            Some(old) if old.param.version == new.param.version => None,
+            Some(old) => Some(old.clone()),
+            None => None,
+        };
+        d.files.insert(name.to_string(), new);
+        if let Some(old) = replaced {
+            self.retire(dir, name, old);
+            self.inval_names(dir, name, invals);
         }
-        d.files.insert(
-            name.to_string(),
-            Arc::new(Cached {
-                param: p,
-                fetched_at: at,
-            }),
-        );
     }
 
     fn remove_file(&mut self, dir: &str, name: &str, invals: &mut Vec<Inval>) {
-        let shown = self.shown_name(dir, name);
-        let Some(d) = self.dirs.get_mut(dir) else {
+        let Some(old) = self.dirs.get_mut(dir).and_then(|d| d.files.remove(name)) else {
             return;
         };
-        if d.files.remove(name).is_none() {
-            return;
-        }
-        if let Some(ino) = self.file_ino(dir, name) {
-            invals.push(Inval::Inode(ino));
-        }
+        self.retire(dir, name, old);
+        self.inval_names(dir, name, invals);
+    }
+
+    /// Both names a parameter can be reached by, `name` and `name%`.
+    fn inval_names(&self, dir: &str, name: &str, invals: &mut Vec<Inval>) {
         if let Some(p) = self.dir_ino(dir) {
-            invals.push(Inval::Entry(p, shown));
-            invals.push(Inval::Entry(
-                p,
-                format!("{name}{}", crate::names::PARAM_SUFFIX),
-            ));
+            invals.push(Inval(p, name.to_string()));
+            invals.push(Inval(p, format!("{name}{}", crate::names::PARAM_SUFFIX)));
         }
     }
 }

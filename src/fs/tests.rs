@@ -33,7 +33,7 @@ async fn started(
 }
 
 async fn resolve(fs: &Fs<MemoryBackend>, path: &str) -> Result<Entry, Error> {
-    let mut entry = fs.getattr(ROOT).await?;
+    let mut entry = fs.getattr(ROOT)?;
     for part in path.split('/').filter(|p| !p.is_empty()) {
         entry = fs.lookup(entry.attr.ino, OsStr::new(part)).await?;
     }
@@ -43,7 +43,7 @@ async fn resolve(fs: &Fs<MemoryBackend>, path: &str) -> Result<Entry, Error> {
 /// What `cat` does once the kernel caches are cold: resolve, stat, read.
 async fn cat(fs: &Fs<MemoryBackend>, path: &str) -> Result<Vec<u8>, Error> {
     let entry = resolve(fs, path).await?;
-    let attr = fs.getattr(entry.attr.ino).await?.attr;
+    let attr = fs.getattr(entry.attr.ino)?.attr;
     fs.read(attr.ino, 0, attr.size as u32 + 1)
 }
 
@@ -255,9 +255,9 @@ async fn expired_values_are_refetched_and_fresh_ones_are_not() {
 async fn an_expired_file_refreshes_its_directory_with_one_call() {
     let b = sample();
     let fs = started(&b, "/app", Duration::ZERO).await;
-    let ino = resolve(&fs, "db/password").await.unwrap().attr.ino;
+    let db = resolve(&fs, "db").await.unwrap().attr.ino;
     let before = b.calls(Op::GetParametersByPath);
-    fs.getattr(ino).await.unwrap();
+    fs.lookup(db, OsStr::new("password")).await.unwrap();
     assert_eq!(b.calls(Op::GetParametersByPath) - before, 1);
     assert_eq!(b.calls(Op::GetParameter), 0);
 }
@@ -266,13 +266,13 @@ async fn an_expired_file_refreshes_its_directory_with_one_call() {
 async fn many_readers_of_an_expired_value_share_one_call() {
     let b = sample();
     let fs = started(&b, "/app", Duration::ZERO).await;
-    let ino = resolve(&fs, "name").await.unwrap().attr.ino;
+    resolve(&fs, "name").await.unwrap();
     let gate = b.hold_calls();
     let before = b.total_calls();
     let readers: Vec<_> = (0..32)
         .map(|_| {
             let fs = fs.clone();
-            tokio::spawn(async move { fs.getattr(ino).await })
+            tokio::spawn(async move { fs.lookup(ROOT, OsStr::new("name")).await })
         })
         .collect();
     // On this single-threaded runtime, yielding lets every reader run up to its wait.
@@ -363,9 +363,23 @@ async fn refresh_file_refreshes_its_subtree_and_invalidates_changes() {
     );
 
     let invals = rec.0.lock().unwrap().clone();
-    assert!(invals.contains(&Inval::Inode(pw)));
-    assert!(invals.contains(&Inval::Entry(db, "user".into())));
-    assert!(!invals.contains(&Inval::Inode(name)));
+    assert!(invals.contains(&Inval(db, "password".into())));
+    assert!(invals.contains(&Inval(db, "user".into())));
+    assert!(!invals.contains(&Inval(ROOT, "name".into())));
+    let new_pw = resolve(&fs, "db/password").await.unwrap().attr.ino;
+    assert_ne!(new_pw, pw, "a new version is a new inode");
+    assert_eq!(
+        fs.read(pw, 0, 100).unwrap(),
+        b"hunter2",
+        "the old version stays whole while held"
+    );
+    fs.forget(pw, 2);
+    assert_eq!(
+        fs.read(pw, 0, 100).unwrap_err(),
+        Error::NotFound,
+        "and goes once forgotten"
+    );
+    let _ = name;
 }
 
 #[tokio::test]

@@ -1,0 +1,321 @@
+//! Test harness: a real moto server on a free loopback port, seeded through the AWS SDK, and
+//! real ssmfs mounts of it. Every wait here waits for an event (a line from moto, a datagram
+//! from ssmfs, a process exit), never for time to pass.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use aws_sdk_ssm::types::ParameterType;
+
+/// How long start-up may take before a test gives up (a bound on a hang, not a synchronisation).
+const STARTUP_LIMIT: Duration = Duration::from_secs(60);
+
+pub fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| tokio::runtime::Runtime::new().unwrap())
+}
+
+fn moto_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("MOTO_SERVER") {
+        return path.into();
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
+    if venv.exists() {
+        return venv;
+    }
+    "moto_server".into()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A moto server, killed on drop.
+pub struct Moto {
+    child: Child,
+    pub port: u16,
+    pub client: aws_sdk_ssm::Client,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        Moto::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Moto {
+        Moto::start_with(port, &[])
+    }
+
+    pub fn start_with(port: u16, env: &[(&str, &str)]) -> Moto {
+        let mut child = Command::new(moto_binary())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("moto_server not found: run scripts/setup, or set MOTO_SERVER");
+        // Werkzeug prints this line once the socket is bound.
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.contains("Running on") => break,
+                Some(Ok(_)) => continue,
+                _ => panic!("moto_server exited before listening"),
+            }
+        }
+        // Keep draining its log so that it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let client = aws_sdk_ssm::Client::from_conf(
+            aws_sdk_ssm::Config::builder()
+                .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
+                .region(aws_sdk_ssm::config::Region::new("us-east-1"))
+                .endpoint_url(format!("http://127.0.0.1:{port}"))
+                .credentials_provider(aws_sdk_ssm::config::Credentials::new(
+                    "test", "test", None, None, "tests",
+                ))
+                .build(),
+        );
+        Moto {
+            child,
+            port,
+            client,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn put(&self, name: &str, kind: &str, value: &str) {
+        rt().block_on(
+            self.client
+                .put_parameter()
+                .name(name)
+                .value(value)
+                .r#type(ParameterType::from(kind))
+                .overwrite(true)
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("put {name}: {e:?}"));
+    }
+
+    pub fn delete(&self, name: &str) {
+        rt().block_on(self.client.delete_parameter().name(name).send())
+            .unwrap_or_else(|e| panic!("delete {name}: {e:?}"));
+    }
+
+    /// LastModifiedDate of a parameter, as SSM reports it.
+    pub fn last_modified(&self, name: &str) -> std::time::SystemTime {
+        let out = rt()
+            .block_on(self.client.get_parameter().name(name).send())
+            .unwrap();
+        let date = *out.parameter.unwrap().last_modified_date().unwrap();
+        std::time::SystemTime::try_from(date).unwrap()
+    }
+
+    /// Stops the server (an outage).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn ssmfs() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ssmfs"));
+    cmd.env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("SSMFS_LOG")
+        .env_remove("NOTIFY_SOCKET");
+    cmd
+}
+
+/// A live ssmfs mount in the foreground, stopped with SIGTERM on drop.
+pub struct Mount {
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Mount {
+    pub fn start(moto: &Moto, source: &str, args: &[&str]) -> Mount {
+        Mount::try_start(moto, source, args).unwrap_or_else(|msg| panic!("{msg}"))
+    }
+
+    /// Starts `ssmfs -f` and waits for its READY=1 datagram on NOTIFY_SOCKET.
+    pub fn try_start(moto: &Moto, source: &str, args: &[&str]) -> Result<Mount, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let sock_path = dir.path().join("notify.sock");
+        let sock = UnixDatagram::bind(&sock_path).unwrap();
+        sock.set_read_timeout(Some(STARTUP_LIMIT)).unwrap();
+        let log = dir.path().join("ssmfs.log");
+        let mut child = ssmfs()
+            .arg("-f")
+            .arg(source)
+            .arg(&mnt)
+            .args(["--endpoint-url", &moto.url()])
+            .args(args)
+            .env("NOTIFY_SOCKET", &sock_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Copy the daemon's stderr to the log; its end means the daemon exited, which is
+        // posted on the same socket so that a failed start is seen at once.
+        let mut stderr = child.stderr.take().unwrap();
+        let mut log_file = std::fs::File::create(&log).unwrap();
+        let notify = sock_path.clone();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut stderr, &mut log_file);
+            let _ = UnixDatagram::unbound().and_then(|s| s.send_to(b"EXITED", &notify));
+        });
+        let mut buf = [0u8; 256];
+        let ready = loop {
+            match sock.recv(&mut buf) {
+                Ok(n) if buf[..n].starts_with(b"READY=1") => break true,
+                Ok(n) if buf[..n].starts_with(b"EXITED") => break false,
+                Ok(_) => continue,
+                Err(_) => break false,
+            }
+        };
+        if !ready {
+            let _ = child.kill();
+            let status = child.wait().unwrap();
+            let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+            return Err(format!("ssmfs did not become ready ({status}): {stderr}"));
+        }
+        Ok(Mount {
+            dir,
+            child: Some(child),
+            log,
+        })
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        let mnt = self.dir.path().join("mnt");
+        if rel.is_empty() {
+            mnt
+        } else {
+            mnt.join(rel)
+        }
+    }
+
+    pub fn read(&self, rel: &str) -> Vec<u8> {
+        std::fs::read(self.path(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
+    }
+
+    pub fn read_str(&self, rel: &str) -> String {
+        String::from_utf8(self.read(rel)).unwrap()
+    }
+
+    pub fn ls(&self, rel: &str) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.path(rel))
+            .unwrap_or_else(|e| panic!("ls {rel}: {e}"))
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    pub fn refresh(&self, dir: &str) -> std::io::Result<()> {
+        std::fs::write(self.path(dir).join(".refresh"), b"1\n")
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.read(".stats")).unwrap()
+    }
+
+    /// API calls so far, all operations.
+    pub fn calls(&self) -> u64 {
+        let s = self.stats();
+        s["api_calls"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn is_mounted(&self) -> bool {
+        is_mounted(&self.path(""))
+    }
+
+    /// Sends a signal and waits for the daemon to exit.
+    pub fn stop_with(&mut self, signal: i32) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        unsafe { libc::kill(child.id() as i32, signal) };
+        child.wait().unwrap()
+    }
+
+    /// Waits for the daemon to exit by itself.
+    pub fn wait(&mut self) -> ExitStatus {
+        self.child.take().unwrap().wait().unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let status = self.stop_with(libc::SIGTERM);
+            if !std::thread::panicking() {
+                assert!(
+                    status.success(),
+                    "ssmfs exited with {status}: {}",
+                    self.log()
+                );
+                assert!(!self.is_mounted(), "still mounted after SIGTERM");
+            }
+        }
+        if is_mounted(&self.path("")) {
+            let _ = nix_umount(&self.path(""));
+        }
+    }
+}
+
+pub fn is_mounted(path: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let path = path.to_str().unwrap();
+    mounts.lines().any(|l| l.split(' ').nth(1) == Some(path))
+}
+
+fn nix_umount(path: &Path) -> std::io::Result<()> {
+    let status = Command::new("umount").arg("-l").arg(path).status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("umount failed"))
+    }
+}
