@@ -272,7 +272,7 @@ impl Tree {
     /// Whether `dir` was listed before and held at most `limit` parameters in its whole subtree:
     /// then sweeping it again costs no more calls than asking about one name in it.
     pub fn is_small(&self, dir: &str, limit: usize) -> bool {
-        if !self.dirs.get(dir).is_some_and(|d| d.listed_at.is_some()) {
+        if self.dirs.get(dir).is_none_or(|d| d.listed_at.is_none()) {
             return false;
         }
         let mut total = 0;
