@@ -165,6 +165,7 @@ impl<B: Backend> Fs<B> {
         let at = Instant::now();
         let path = self.config.source.full_name("");
         let page = self.call_list(&path, true, None).await?;
+        self.record_health(&Ok::<(), BackendError>(()));
         let mut tree = self.tree.lock().unwrap();
         if page.next_token.is_none() {
             tree.apply_sweep("", page.params, &self.config.source, at);

@@ -462,4 +462,5 @@ async fn stats_count_calls() {
     let v: serde_json::Value = serde_json::from_slice(&doc).unwrap();
     assert_eq!(v["api_calls"]["GetParametersByPath"], 1);
     assert_eq!(v["api_calls"]["GetParameter"], 0);
+    assert!(v["seconds_since_last_good_fetch"].as_f64().unwrap() < 60.0);
 }
