@@ -16,7 +16,7 @@
 //! - every change a fetch makes to what a path shows is sent to the kernel as an invalidation.
 
 use std::ffi::OsStr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{debug, info, warn};
@@ -128,7 +128,6 @@ pub struct Fs<B> {
     health: Mutex<Health>,
     invalidator: OnceLock<Box<dyn Invalidator>>,
     stats: Stats,
-    stats_snapshot: Mutex<Arc<Vec<u8>>>,
     mounted_at: SystemTime,
 }
 
@@ -142,7 +141,6 @@ impl<B: Backend> Fs<B> {
             health: Mutex::new(Health::default()),
             invalidator: OnceLock::new(),
             stats: Stats::default(),
-            stats_snapshot: Mutex::new(Arc::new(Vec::new())),
             mounted_at: SystemTime::now(),
         }
     }
@@ -200,7 +198,10 @@ impl<B: Backend> Fs<B> {
                 Some(c) => Ok(slice(c.param.content.as_bytes())),
                 None => Err(Error::NotFound),
             },
-            Some(Node::Stats) => Ok(slice(&self.stats_snapshot.lock().unwrap())),
+            Some(Node::Stats { .. }) => match tree.snapshot(ino) {
+                Some(snap) => Ok(slice(&snap.content)),
+                None => Err(Error::NotFound),
+            },
             Some(Node::Refresh { .. }) => Ok(Vec::new()),
             Some(Node::Dir { .. }) => Err(Error::IsDir),
             None => Err(Error::NotFound),
@@ -358,12 +359,12 @@ impl<B: Backend> Fs<B> {
         let name = match Name::parse(name, is_root) {
             Name::Invalid => return Step::Done(Err(Error::NotFound)),
             Name::Control(c) => {
-                let node = if c == STATS {
-                    Node::Stats
+                let ino = if c == STATS {
+                    let last_good = self.health.lock().unwrap().last_good;
+                    tree.new_snapshot(self.stats.to_json(last_good))
                 } else {
-                    Node::Refresh { dir: path }
+                    tree.ino(Node::Refresh { dir: path })
                 };
-                let ino = tree.ino(node);
                 return Step::Done(self.attr_of(tree, ino));
             }
             Name::Param(n) => n,
@@ -440,18 +441,14 @@ impl<B: Backend> Fs<B> {
                 attr: self.control_attr(ino, 0, 0o200, self.mounted_at),
                 ttl: STATIC_TTL,
             },
-            Node::Stats => {
-                // Rendered here, so that the size the kernel is told matches what it then reads;
-                // a zero TTL and a new mtime make every open see new figures.
-                let last_good = self.health.lock().unwrap().last_good;
-                let doc = Arc::new(self.stats.to_json(last_good));
-                let size = doc.len() as u64;
-                *self.stats_snapshot.lock().unwrap() = doc;
-                Entry {
-                    attr: self.control_attr(ino, size, 0o444, SystemTime::now()),
+            // A zero TTL makes every open look `.stats` up again, which renders a new snapshot.
+            Node::Stats { .. } => match tree.snapshot(ino) {
+                Some(snap) => Entry {
+                    attr: self.control_attr(ino, snap.content.len() as u64, 0o444, snap.at),
                     ttl: Duration::ZERO,
-                }
-            }
+                },
+                None => return Err(Error::NotFound),
+            },
         };
         Ok(entry)
     }
@@ -492,7 +489,14 @@ impl<B: Backend> Fs<B> {
             REFRESH.to_string(),
         ));
         if path.is_empty() {
-            children.push((tree.ino(Node::Stats), Kind::File, STATS.to_string()));
+            let ino = match tree.newest_snapshot() {
+                Some(ino) => ino,
+                None => {
+                    let last_good = self.health.lock().unwrap().last_good;
+                    tree.new_snapshot(self.stats.to_json(last_good))
+                }
+            };
+            children.push((ino, Kind::File, STATS.to_string()));
         }
         for name in subdirs {
             children.push((

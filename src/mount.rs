@@ -54,7 +54,9 @@ pub fn main(cli: Cli) -> ExitCode {
     match run(&cli, &mut readiness) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
-            tracing::error!("{msg}");
+            if cli.log_file.is_some() {
+                tracing::error!("{msg}");
+            }
             readiness.failed(&msg);
             ExitCode::FAILURE
         }
@@ -75,8 +77,9 @@ fn check_mountpoint(path: &Path) -> Result<(), String> {
 }
 
 fn init_logging(cli: &Cli) -> Result<(), String> {
-    // Dependencies log at warn at most: the SDK's own debug output may hold response bodies.
-    let filter = tracing_subscriber::EnvFilter::new(format!("warn,ssmfs={}", cli.log_level));
+    // Dependencies log errors only: the SDK's debug output may hold response bodies, and its
+    // warnings repeat what ssmfs reports itself, in its own words.
+    let filter = tracing_subscriber::EnvFilter::new(format!("error,ssmfs={}", cli.log_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);

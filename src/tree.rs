@@ -65,7 +65,17 @@ pub enum Node {
     Refresh {
         dir: String,
     },
-    Stats,
+    /// One snapshot of the `.stats` document: each lookup makes a new one, so that what the
+    /// kernel caches for an inode never changes.
+    Stats {
+        generation: u64,
+    },
+}
+
+/// A rendered `.stats` document and when it was rendered.
+pub struct Snapshot {
+    pub content: Vec<u8>,
+    pub at: std::time::SystemTime,
 }
 
 /// A kernel cache entry that no longer shows the truth: this name in this directory inode.
@@ -119,6 +129,10 @@ pub struct Tree {
     lookups: HashMap<Ino, u64>,
     /// Versions no longer current that the kernel still holds.
     retired: HashMap<Ino, Arc<Cached>>,
+    /// `.stats` snapshots the kernel may hold; the newest is also the one listings show.
+    snapshots: HashMap<Ino, Arc<Snapshot>>,
+    newest_snapshot: Option<Ino>,
+    generations: u64,
 }
 
 impl Tree {
@@ -171,11 +185,45 @@ impl Tree {
             return;
         }
         self.lookups.remove(&ino);
-        if self.retired.remove(&ino).is_some() {
-            if let Some(node) = self.nodes.get_mut(ino as usize - 1).and_then(Option::take) {
-                self.inos.remove(&node);
+        let done_with = self.retired.remove(&ino).is_some()
+            || (self.newest_snapshot != Some(ino) && self.snapshots.remove(&ino).is_some());
+        if done_with {
+            self.drop_node(ino);
+        }
+    }
+
+    fn drop_node(&mut self, ino: Ino) {
+        if let Some(node) = self.nodes.get_mut(ino as usize - 1).and_then(Option::take) {
+            self.inos.remove(&node);
+        }
+    }
+
+    /// A new `.stats` snapshot with its own inode. The previous newest one is dropped unless
+    /// the kernel holds it.
+    pub fn new_snapshot(&mut self, content: Vec<u8>) -> Ino {
+        self.generations += 1;
+        let ino = self.ino(Node::Stats {
+            generation: self.generations,
+        });
+        let at = std::time::SystemTime::now();
+        self.snapshots
+            .insert(ino, Arc::new(Snapshot { content, at }));
+        if let Some(old) = self.newest_snapshot.replace(ino) {
+            if !self.lookups.contains_key(&old) {
+                self.snapshots.remove(&old);
+                self.drop_node(old);
             }
         }
+        ino
+    }
+
+    /// The newest `.stats` snapshot's inode, if any was made.
+    pub fn newest_snapshot(&self) -> Option<Ino> {
+        self.newest_snapshot
+    }
+
+    pub fn snapshot(&self, ino: Ino) -> Option<Arc<Snapshot>> {
+        self.snapshots.get(&ino).cloned()
     }
 
     /// The version of a parameter an inode stands for, current or retired.

@@ -285,3 +285,45 @@ fn an_external_umount_ends_the_daemon() {
     let status = m.wait();
     assert!(status.success(), "{status}: {}", m.log());
 }
+
+#[test]
+fn values_never_reach_the_log() {
+    let mut moto = Moto::start();
+    let canary = "CANARY-7f3a9c-secret-value";
+    moto.put("/app/secret", "SecureString", canary);
+    moto.put("/app/list", "StringList", &format!("{canary},x"));
+    let m = Mount::start(&moto, "/app", &["--log-level", "trace", "--max-age", "0"]);
+    assert_eq!(m.read_str("secret"), canary);
+    m.read("list");
+    m.refresh("").unwrap();
+    moto.stop();
+    m.read("secret");
+    let _ = m.refresh("");
+    let _ = std::fs::read(m.path("never/fetched"));
+    let log = m.log();
+    assert!(log.contains("fetching"), "trace logging was on: {log}");
+    assert!(!log.contains("CANARY"), "a value reached the log");
+}
+
+#[test]
+fn a_cold_read_deep_in_a_big_tree_costs_at_most_four_calls() {
+    let moto = Moto::start();
+    for i in 0..6 {
+        for j in 0..5 {
+            for k in 0..8 {
+                moto.put(&format!("/big/l{i}/m{j}/p{k}"), "String", "v");
+            }
+        }
+    }
+    let m = Mount::start(&moto, "/big", &[]);
+    let start = m.calls();
+    assert_eq!(start, 1, "one call at start-up");
+    assert_eq!(m.read("l3/m2/p5"), b"v");
+    let cold = m.calls() - start;
+    assert!(cold <= 4, "{cold} calls");
+    // Listing one directory costs in proportion to it: one call to look `l1` up, then its 40
+    // parameters in 4 pages (+1 empty page that moto adds), not the 24 pages of the tree.
+    let before = m.calls();
+    assert_eq!(m.ls("l1").len(), 6);
+    assert!(m.calls() - before <= 6, "{} calls", m.calls() - before);
+}

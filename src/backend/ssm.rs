@@ -5,10 +5,10 @@
 
 use std::time::SystemTime;
 
+use aws_sdk_ssm::config::http::HttpResponse;
 use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ssm::types::ParameterType;
 use aws_sdk_ssm::Client;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use zeroize::Zeroize;
 
 use super::{Backend, BackendError, Page, Param};
@@ -103,43 +103,119 @@ fn convert(mut p: aws_sdk_ssm::types::Parameter) -> Option<Param> {
 }
 
 /// Sorts an SDK error into the classes the core acts on.
-fn classify<E, R>(err: SdkError<E, R>) -> BackendError
+fn classify<E>(err: SdkError<E, HttpResponse>) -> BackendError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
-    let text = || DisplayErrorContext(&err).to_string();
-    match &err {
-        SdkError::ServiceError(_) => {
-            let code = err.code().unwrap_or("Unknown");
-            let message = err.message().unwrap_or("").to_string();
-            let described = format!("{code}: {message}");
-            match code {
-                "AccessDeniedException" | "AccessDenied" => BackendError::AccessDenied(message),
-                "ThrottlingException" | "Throttling" | "TooManyRequestsException" => {
-                    BackendError::Throttled(described)
-                }
-                "UnrecognizedClientException"
-                | "InvalidClientTokenId"
-                | "InvalidSignatureException"
-                | "SignatureDoesNotMatch"
-                | "ExpiredTokenException"
-                | "ExpiredToken"
-                | "MissingAuthenticationToken" => BackendError::Credentials(described),
-                "InternalServerError" | "InternalFailure" | "ServiceUnavailable" => {
-                    BackendError::Unavailable(described)
-                }
-                _ => BackendError::Other(described),
-            }
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    if let SdkError::ServiceError(_) = &err {
+        let code = err.code().unwrap_or("Unknown");
+        return by_code(code, err.message().unwrap_or(""), status);
+    }
+    if let SdkError::ResponseError(_) = &err {
+        // An error body the SDK could not parse (AWS sends JSON; some emulators send XML):
+        // its code still says what went wrong.
+        let body = err
+            .raw_response()
+            .and_then(|r| r.body().bytes())
+            .unwrap_or_default();
+        if let Some((code, message)) = code_in_body(&String::from_utf8_lossy(body)) {
+            return by_code(&code, &message, status);
         }
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            let text = text();
-            if text.contains("credentials") {
-                BackendError::Credentials(text)
-            } else {
-                BackendError::Unavailable(text)
-            }
+    }
+    let text = one_line(&err);
+    match status {
+        Some(401 | 403) => {
+            BackendError::Credentials(format!("HTTP {}: {text}", status.unwrap_or(0)))
         }
-        _ => BackendError::Other(text()),
+        Some(429) => BackendError::Throttled(text),
+        _ if matches!(err, SdkError::ConstructionFailure(_)) => BackendError::Other(text),
+        _ if text.contains("credentials") => BackendError::Credentials(text),
+        _ => BackendError::Unavailable(text),
+    }
+}
+
+fn by_code(code: &str, message: &str, status: Option<u16>) -> BackendError {
+    let described = format!("{code}: {message}");
+    match code {
+        "AccessDeniedException" | "AccessDenied" => BackendError::AccessDenied(message.to_string()),
+        "ThrottlingException" | "Throttling" | "TooManyRequestsException" => {
+            BackendError::Throttled(described)
+        }
+        "UnrecognizedClientException"
+        | "InvalidClientTokenId"
+        | "InvalidSignatureException"
+        | "SignatureDoesNotMatch"
+        | "ExpiredTokenException"
+        | "ExpiredToken"
+        | "MissingAuthenticationToken" => BackendError::Credentials(described),
+        _ if status.is_some_and(|s| s >= 500) => BackendError::Unavailable(described),
+        _ => BackendError::Other(described),
+    }
+}
+
+/// The error code and message in an XML (`<Code>`) or JSON (`__type`) error body.
+fn code_in_body(body: &str) -> Option<(String, String)> {
+    let between = |open: &str, close: &str| {
+        let start = body.find(open)? + open.len();
+        let end = body[start..].find(close)? + start;
+        Some(body[start..end].to_string())
+    };
+    if let Some(code) = between("<Code>", "</Code>") {
+        return Some((code, between("<Message>", "</Message>").unwrap_or_default()));
+    }
+    let json: serde_json::Value = serde_json::from_str(body).ok()?;
+    let code = json
+        .get("__type")?
+        .as_str()?
+        .rsplit('#')
+        .next()?
+        .to_string();
+    let message = json
+        .get("message")
+        .or_else(|| json.get("Message"))
+        .and_then(|m| m.as_str());
+    Some((code, message.unwrap_or_default().to_string()))
+}
+
+/// An error and its sources as one line, each cause once.
+fn one_line(err: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next: Option<&dyn std::error::Error> = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_are_found_in_xml_and_json_bodies() {
+        let xml = "<ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>no</Message></Error></Errors></ErrorResponse>";
+        assert_eq!(
+            code_in_body(xml),
+            Some(("AccessDenied".into(), "no".into()))
+        );
+        let json = r#"{"__type":"com.amazon#ThrottlingException","message":"slow down"}"#;
+        assert_eq!(
+            code_in_body(json),
+            Some(("ThrottlingException".into(), "slow down".into()))
+        );
+        assert_eq!(code_in_body("<html>"), None);
+        assert!(matches!(
+            by_code("AccessDeniedException", "x", Some(400)),
+            BackendError::AccessDenied(_)
+        ));
+        assert!(matches!(
+            by_code("InternalError", "x", Some(503)),
+            BackendError::Unavailable(_)
+        ));
     }
 }

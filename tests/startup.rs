@@ -1,0 +1,221 @@
+//! Start-up: the daemon either mounts and reports it, or exits non-zero with one line saying
+//! what to fix and leaves nothing mounted.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use common::{is_mounted, moto_iam, ssmfs, xml_field, Moto, Mount};
+
+/// Runs ssmfs to completion (background mode returns once mounted or failed).
+fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn mountpoint() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    (dir, mnt)
+}
+
+fn one_line(stderr: &str) -> &str {
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line expected: {stderr}");
+    lines[0]
+}
+
+#[test]
+fn background_mode_returns_once_the_mount_is_live() {
+    let moto = Moto::start();
+    moto.put("/app/name", "String", "demo");
+    let (_dir, mnt) = mountpoint();
+    let (ok, stderr) = run(ssmfs()
+        .arg("/app")
+        .arg(&mnt)
+        .args(["--endpoint-url", &moto.url()]));
+    assert!(ok, "{stderr}");
+    assert!(is_mounted(&mnt), "live when the command returns");
+    assert_eq!(std::fs::read(mnt.join("name")).unwrap(), b"demo");
+    assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
+}
+
+#[test]
+fn an_unreachable_endpoint_fails_in_both_modes() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for foreground in [false, true] {
+        let (_dir, mnt) = mountpoint();
+        let mut cmd = ssmfs();
+        cmd.arg("/app")
+            .arg(&mnt)
+            .args(["--endpoint-url", &format!("http://127.0.0.1:{port}")]);
+        if foreground {
+            cmd.arg("-f");
+        }
+        let (ok, stderr) = run(&mut cmd);
+        assert!(!ok);
+        let line = one_line(&stderr);
+        assert!(
+            line.contains("cannot reach") && line.contains("--endpoint-url"),
+            "{line}"
+        );
+        assert!(!is_mounted(&mnt));
+    }
+}
+
+#[test]
+fn a_missing_mountpoint_is_reported_by_its_path() {
+    let (dir, _mnt) = mountpoint();
+    let missing = dir.path().join("not-there");
+    let (ok, stderr) = run(ssmfs().arg("/app").arg(&missing));
+    assert!(!ok);
+    assert!(
+        one_line(&stderr).contains(missing.to_str().unwrap()),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn missing_credentials_say_how_to_provide_them() {
+    let (dir, mnt) = mountpoint();
+    let (ok, stderr) = run(ssmfs()
+        .arg("/app")
+        .arg(&mnt)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("HOME", dir.path())
+        .env("AWS_CONFIG_FILE", dir.path().join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none")));
+    assert!(!ok);
+    let line = one_line(&stderr);
+    assert!(
+        line.contains("no AWS credentials") && line.contains("AWS_PROFILE"),
+        "{line}"
+    );
+    assert!(!is_mounted(&mnt));
+}
+
+#[test]
+fn bad_source_and_options_are_rejected_before_anything() {
+    let (_dir, mnt) = mountpoint();
+    for source in ["app", "/a//b", "s3:/x"] {
+        let (ok, stderr) = run(ssmfs().arg(source).arg(&mnt));
+        assert!(!ok);
+        assert!(
+            stderr.contains("SSM path") || stderr.contains("source"),
+            "{source}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn rejected_credentials_and_access_denied_say_what_to_fix() {
+    // moto enforces IAM after its first two actions: creating a user without any policy and
+    // its access key. (moto answers these errors with an XML body where AWS sends JSON; ssmfs
+    // reads the error code from either.)
+    let moto = Moto::start_with(free_port(), &[("INITIAL_NO_AUTH_ACTION_COUNT", "2")]);
+    moto_iam(
+        moto.port,
+        "Action=CreateUser&UserName=reader&Version=2010-05-08",
+    );
+    let key = moto_iam(
+        moto.port,
+        "Action=CreateAccessKey&UserName=reader&Version=2010-05-08",
+    );
+    let (id, secret) = (
+        xml_field(&key, "AccessKeyId"),
+        xml_field(&key, "SecretAccessKey"),
+    );
+
+    let (_dir, mnt) = mountpoint();
+    let (ok, stderr) = run(ssmfs()
+        .arg("/app")
+        .arg(&mnt)
+        .args(["--endpoint-url", &moto.url()])
+        .env("AWS_ACCESS_KEY_ID", &id)
+        .env("AWS_SECRET_ACCESS_KEY", &secret));
+    assert!(!ok);
+    let line = one_line(&stderr);
+    assert!(
+        line.contains("access denied")
+            && line.contains("ssm:GetParametersByPath")
+            && line.contains("parameter/app/*"),
+        "{line}"
+    );
+    assert!(!is_mounted(&mnt));
+
+    let (ok, stderr) = run(ssmfs()
+        .arg("/app")
+        .arg(&mnt)
+        .args(["--endpoint-url", &moto.url()])
+        .env("AWS_ACCESS_KEY_ID", "AKIAUNKNOWN")
+        .env("AWS_SECRET_ACCESS_KEY", "wrong"));
+    assert!(!ok);
+    assert!(
+        one_line(&stderr).contains("rejected the credentials"),
+        "{stderr}"
+    );
+    assert!(!is_mounted(&mnt));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `cat` as user nobody (65534).
+fn read_as_nobody(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    let out = Command::new("cat")
+        .arg(path)
+        .uid(65534)
+        .gid(65534)
+        .output()?;
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(std::io::Error::other(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+}
+
+#[test]
+fn other_users_read_only_with_allow_other_and_never_secure_strings() {
+    let moto = Moto::start();
+    moto.put("/app/name", "String", "demo");
+    moto.put("/app/password", "SecureString", "hunter2");
+    let private = Mount::start(&moto, "/app", &[]);
+    let shared = Mount::start(&moto, "/app", &["--allow-other"]);
+    for m in [&private, &shared] {
+        std::fs::set_permissions(m.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    assert!(
+        read_as_nobody(&private.path("name")).is_err(),
+        "without --allow-other"
+    );
+    assert_eq!(read_as_nobody(&shared.path("name")).unwrap(), b"demo");
+    let refused = read_as_nobody(&shared.path("password")).unwrap_err();
+    assert!(
+        refused.to_string().contains("Permission denied"),
+        "{refused}"
+    );
+    assert_eq!(
+        shared.read("password"),
+        b"hunter2",
+        "the owner still reads it"
+    );
+}
