@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::names::Source;
+use crate::filter::Filter;
+use crate::names::{Source, SsmPath};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -37,8 +38,22 @@ pub struct Cli {
     )]
     pub max_age: u64,
 
+    /// A different max age for a subtree, e.g. /app/static=86400 (repeatable; the deepest
+    /// matching path wins).
+    #[arg(long, value_name = "PATH=SECONDS", help_heading = "Caching")]
+    pub max_age_for: Vec<MaxAgeFor>,
+
+    /// Show only parameters that match: Type=String|StringList|SecureString, KeyId=KEY or
+    /// Label=LABEL (repeatable; values of one key are alternatives, different keys must all match).
+    #[arg(long, value_name = "KEY=VALUE", help_heading = "Parameters")]
+    pub filter: Vec<Filter>,
+
+    /// Show only the parameters directly under SOURCE, with no subdirectories.
+    #[arg(long, help_heading = "Parameters")]
+    pub no_recursive: bool,
+
     /// Show SecureString values as SSM returns them without decryption (the ciphertext).
-    #[arg(long, help_heading = "Caching")]
+    #[arg(long, help_heading = "Parameters")]
     pub no_decrypt: bool,
 
     /// Send API calls to this URL instead of the region's SSM endpoint (AWS_ENDPOINT_URL works too).
@@ -87,5 +102,109 @@ pub struct Cli {
 impl Cli {
     pub fn max_age(&self) -> Duration {
         Duration::from_secs(self.max_age)
+    }
+
+    /// The subtree overrides as mount-relative paths; each must be at or below SOURCE.
+    pub fn max_age_for(&self, source: &SsmPath) -> Result<Vec<(String, Duration)>, String> {
+        self.max_age_for
+            .iter()
+            .map(|m| {
+                let full = m.path.to_string();
+                let rel = if full == source.to_string() {
+                    Some("")
+                } else {
+                    source.relative(&full)
+                };
+                match rel {
+                    Some(rel) => Ok((rel.to_string(), m.age)),
+                    None => Err(format!(
+                        "--max-age-for {full}: that path is not at or below the source {source}"
+                    )),
+                }
+            })
+            .collect()
+    }
+}
+
+/// `--max-age-for PATH=SECONDS`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MaxAgeFor {
+    pub path: SsmPath,
+    pub age: Duration,
+}
+
+impl std::str::FromStr for MaxAgeFor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (path, secs) = s
+            .rsplit_once('=')
+            .ok_or_else(|| format!("'{s}' must be PATH=SECONDS, e.g. /app/static=86400"))?;
+        let secs: u64 = secs
+            .parse()
+            .map_err(|_| format!("'{secs}' in '{s}' is not a whole number of seconds"))?;
+        Ok(MaxAgeFor {
+            path: path.parse()?,
+            age: Duration::from_secs(secs),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<Cli, String> {
+        Cli::try_parse_from(["ssmfs"].iter().chain(args)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn max_age_for_must_be_inside_the_source() {
+        let cli = parse(&[
+            "/app",
+            "/mnt",
+            "--max-age-for",
+            "/app/static=86400",
+            "--max-age-for",
+            "/app=60",
+        ])
+        .unwrap();
+        let Source::Ssm(source) = &cli.source;
+        assert_eq!(
+            cli.max_age_for(source).unwrap(),
+            vec![
+                ("static".to_string(), Duration::from_secs(86400)),
+                (String::new(), Duration::from_secs(60))
+            ]
+        );
+        let cli = parse(&["/app", "/mnt", "--max-age-for", "/other=5"]).unwrap();
+        let Source::Ssm(source) = &cli.source;
+        assert!(cli
+            .max_age_for(source)
+            .unwrap_err()
+            .contains("not at or below"));
+        assert!(parse(&["/app", "/mnt", "--max-age-for", "/app/x=soon"])
+            .unwrap_err()
+            .contains("seconds"));
+        assert!(parse(&["/app", "/mnt", "--max-age-for", "/app/x"])
+            .unwrap_err()
+            .contains("PATH=SECONDS"));
+    }
+
+    #[test]
+    fn filters_are_checked_by_the_parser() {
+        assert!(parse(&[
+            "/app",
+            "/mnt",
+            "--filter",
+            "Type=String",
+            "--filter",
+            "Label=prod"
+        ])
+        .is_ok());
+        assert!(parse(&["/app", "/mnt", "--filter", "Tier=Advanced"])
+            .unwrap_err()
+            .contains("Type, KeyId or Label"));
     }
 }

@@ -25,7 +25,7 @@ use crate::backend::{Backend, BackendError, Op, Page, Param};
 use crate::content::ParamType;
 use crate::error::Error;
 use crate::flight::Flights;
-use crate::names::{Name, SsmPath, REFRESH, STATS};
+use crate::names::{Name, Selector, SsmPath, REFRESH, STATS};
 use crate::stats::Stats;
 use crate::tree::{join, split, Cached, Fresh, Ino, Inval, Node, Tree, ROOT};
 
@@ -45,9 +45,51 @@ const SMALL_SUBTREE: usize = 20;
 
 pub struct Config {
     pub source: SsmPath,
+    /// How old knowledge may be when answering, unless a subtree overrides it.
     pub max_age: Duration,
+    /// Overrides for subtrees: (mount-relative directory path, max age).
+    pub max_age_for: Vec<(String, Duration)>,
+    /// Whether subdirectories are shown (`--no-recursive` turns them off).
+    pub recursive: bool,
+    /// Whether the backend filters listings (`--filter`), which `GetParameter` cannot do.
+    pub filtered: bool,
     pub uid: u32,
     pub gid: u32,
+}
+
+impl Config {
+    /// The max age that applies in a directory: that of the deepest override containing it.
+    pub fn max_age_of(&self, dir: &str) -> Duration {
+        self.max_age_for
+            .iter()
+            .filter(|(path, _)| {
+                path.is_empty()
+                    || dir == path
+                    || dir
+                        .strip_prefix(path.as_str())
+                        .is_some_and(|r| r.starts_with('/'))
+            })
+            .max_by_key(|(path, _)| path.len())
+            .map_or(self.max_age, |(_, age)| *age)
+    }
+}
+
+/// The time frame of one request: knowledge is fresh if it is younger than the max age at the
+/// request's start, or was fetched for this request; once AWS has failed, any age will do.
+#[derive(Clone, Copy)]
+struct Clock {
+    start: Instant,
+    since: Instant,
+    stale_ok: bool,
+}
+
+impl Clock {
+    fn fresh(&self, max_age: Duration) -> Fresh {
+        Fresh {
+            after: (!self.stale_ok).then(|| self.start.checked_sub(max_age).unwrap_or(self.start)),
+            since: self.since,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +147,8 @@ enum Fetch {
     Probe(String),
     /// One parameter.
     Get(String),
+    /// One version of a parameter, by its path and a selector (a version or a label).
+    Pinned(String, String),
 }
 
 enum Step<T> {
@@ -162,7 +206,7 @@ impl<B: Backend> Fs<B> {
     pub async fn check_source(&self) -> Result<(), BackendError> {
         let at = Instant::now();
         let path = self.config.source.full_name("");
-        let page = self.call_list(&path, true, None).await?;
+        let page = self.call_list(&path, self.config.recursive, None).await?;
         self.record_health(&Ok::<(), BackendError>(()));
         let mut tree = self.tree.lock().unwrap();
         if page.next_token.is_none() {
@@ -174,7 +218,7 @@ impl<B: Backend> Fs<B> {
     }
 
     pub async fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Entry, Error> {
-        self.answer(|fs, tree, fresh| fs.lookup_step(tree, parent, name, fresh))
+        self.answer(|fs, tree, clock| fs.lookup_step(tree, parent, name, clock))
             .await
     }
 
@@ -213,7 +257,7 @@ impl<B: Backend> Fs<B> {
     /// valid across a refresh: a listing that spans one shows every surviving entry exactly once.
     pub async fn readdir(&self, ino: Ino, offset: u64) -> Result<Vec<DirEntry>, Error> {
         let mut entries = self
-            .answer(|fs, tree, fresh| fs.readdir_step(tree, ino, fresh))
+            .answer(|fs, tree, clock| fs.readdir_step(tree, ino, clock))
             .await?;
         entries.retain(|e| e.offset > offset);
         Ok(entries)
@@ -227,8 +271,12 @@ impl<B: Backend> Fs<B> {
             Some(_) => return Err(Error::ReadOnly),
             None => return Err(Error::NotFound),
         };
-        self.fetch(Fetch::Sweep(dir), Some(Instant::now())).await?;
+        self.fetch(Fetch::Sweep(dir.clone()), Some(Instant::now()))
+            .await?;
+        // Labels under the directory are asked again at their next lookup.
+        let invals = self.tree.lock().unwrap().forget_selectors(&dir);
         if let Some(inv) = self.invalidator.get() {
+            inv.invalidate(invals);
             let _ = inv.barrier().await;
         }
         Ok(len)
@@ -255,7 +303,7 @@ impl<B: Backend> Fs<B> {
     /// or is being left alone after a failure, the step is answered from knowledge of any age.
     async fn answer<T>(
         &self,
-        step: impl Fn(&Self, &mut Tree, Fresh) -> Step<T>,
+        step: impl Fn(&Self, &mut Tree, Clock) -> Step<T>,
     ) -> Result<T, Error> {
         let start = Instant::now();
         let mut since = start;
@@ -264,15 +312,12 @@ impl<B: Backend> Fs<B> {
         let mut failed = false;
         let mut last_err = None;
         for _ in 0..MAX_ROUNDS {
-            let fresh = Fresh {
-                after: if stale_ok {
-                    None
-                } else {
-                    Some(start.checked_sub(self.config.max_age).unwrap_or(start))
-                },
+            let clock = Clock {
+                start,
                 since,
+                stale_ok,
             };
-            let need = match step(self, &mut self.tree.lock().unwrap(), fresh) {
+            let need = match step(self, &mut self.tree.lock().unwrap(), clock) {
                 Step::Done(result) => {
                     let counter = if stale_ok {
                         &self.stats.stale_served
@@ -328,13 +373,37 @@ impl<B: Backend> Fs<B> {
         }
     }
 
+    /// Extended attributes of an inode: for a parameter's file, the metadata of its version as
+    /// the fetch that brought it returned it, so reading them never costs a call.
+    pub fn xattrs(&self, ino: Ino) -> Result<Vec<(&'static str, Vec<u8>)>, Error> {
+        let tree = self.tree.lock().unwrap();
+        match tree.node(ino) {
+            Some(Node::File { .. }) => {
+                let cached = tree.version(ino).ok_or(Error::NotFound)?;
+                let p = &cached.param;
+                let modified = aws_smithy_types::DateTime::from(p.last_modified)
+                    .fmt(aws_smithy_types::date_time::Format::DateTime)
+                    .unwrap_or_default();
+                Ok(vec![
+                    ("user.ssm.arn", p.arn.clone().into_bytes()),
+                    ("user.ssm.data_type", p.data_type.clone().into_bytes()),
+                    ("user.ssm.last_modified", modified.into_bytes()),
+                    ("user.ssm.type", p.kind.as_str().as_bytes().to_vec()),
+                    ("user.ssm.version", p.version.to_string().into_bytes()),
+                ])
+            }
+            Some(_) => Ok(Vec::new()),
+            None => Err(Error::NotFound),
+        }
+    }
+
     /// The kernel dropped `n` references to `ino`.
     pub fn forget(&self, ino: Ino, n: u64) {
         self.tree.lock().unwrap().forget(ino, n);
     }
 
-    fn lookup_step(&self, tree: &mut Tree, parent: Ino, name: &OsStr, fresh: Fresh) -> Step<Entry> {
-        let step = self.resolve_step(tree, parent, name, fresh);
+    fn lookup_step(&self, tree: &mut Tree, parent: Ino, name: &OsStr, clock: Clock) -> Step<Entry> {
+        let step = self.resolve_step(tree, parent, name, clock);
         if let Step::Done(Ok(entry)) = &step {
             // The kernel now holds a reference to this inode until it forgets it.
             tree.looked_up(entry.attr.ino);
@@ -347,7 +416,7 @@ impl<B: Backend> Fs<B> {
         tree: &mut Tree,
         parent: Ino,
         name: &OsStr,
-        fresh: Fresh,
+        clock: Clock,
     ) -> Step<Entry> {
         let Some(Node::Dir { path }) = tree.node(parent).cloned() else {
             return Step::Done(Err(Error::NotFound));
@@ -355,8 +424,9 @@ impl<B: Backend> Fs<B> {
         if !tree.dirs.contains_key(&path) {
             return Step::Done(Err(Error::NotFound));
         }
+        let fresh = clock.fresh(self.config.max_age_of(&path));
         let is_root = path.is_empty();
-        let name = match Name::parse(name, is_root) {
+        let (name, selector) = match Name::parse(name, is_root) {
             Name::Invalid => return Step::Done(Err(Error::NotFound)),
             Name::Control(c) => {
                 let ino = if c == STATS {
@@ -367,12 +437,21 @@ impl<B: Backend> Fs<B> {
                 };
                 return Step::Done(self.attr_of(tree, ino));
             }
-            Name::Param(n) => n,
+            Name::Param(n) => (n, None),
+            Name::Pinned(n, sel) => (n, Some(sel)),
             Name::Entry(n) => {
                 if !self.config.source.fits(&join(&path, n)) {
                     return Step::Done(Err(Error::NotFound));
                 }
-                match tree.is_dir(&path, n, fresh) {
+                // That a directory exists is judged by its own max age, so that a long-lived
+                // subtree is not refetched because its parent's knowledge is short-lived.
+                let child = join(&path, n);
+                let is_dir = if self.config.recursive {
+                    tree.is_dir(&path, n, clock.fresh(self.config.max_age_of(&child)))
+                } else {
+                    Some(false)
+                };
+                match is_dir {
                     None if tree.is_small(&path, SMALL_SUBTREE) => {
                         return Step::Need(Fetch::Sweep(path))
                     }
@@ -383,25 +462,44 @@ impl<B: Backend> Fs<B> {
                         });
                         return Step::Done(self.attr_of(tree, ino));
                     }
-                    Some(false) => n,
+                    Some(false) => (n, None),
                 }
             }
         };
-        match tree.file(&path, name, fresh) {
-            Some(Some(cached)) => {
-                let ino = tree.file_node(&path, name, cached.param.version);
-                Step::Done(self.attr_of(tree, ino))
-            }
-            Some(None) => Step::Done(Err(Error::NotFound)),
-            None if tree.is_small(&path, SMALL_SUBTREE) => Step::Need(Fetch::Sweep(path)),
-            None => {
-                let lists_files = tree.dirs.get(&path).is_some_and(|d| d.files_at.is_some());
-                Step::Need(if lists_files {
-                    Fetch::Files(path)
-                } else {
-                    Fetch::Get(join(&path, name))
-                })
-            }
+        // The parameter's current version; a selector is answered only for a parameter the
+        // mount shows (it passes the filters and exists).
+        let current = match tree.file(&path, name, fresh) {
+            Some(Some(cached)) => cached,
+            Some(None) => return Step::Done(Err(Error::NotFound)),
+            None => return Step::Need(self.refresh_plan(tree, &path, name)),
+        };
+        let version = match selector {
+            None => current.param.version,
+            Some(Selector::Version(v)) if tree.find_version(&path, name, v).is_some() => v,
+            Some(sel) => match tree.selector(&path, name, &sel.to_string()) {
+                // A version never changes; a label follows the max age.
+                Some((Some(v), at)) if sel.is_version() || fresh.ok(at) => v,
+                Some((None, at)) if fresh.ok(at) => return Step::Done(Err(Error::NotFound)),
+                _ => {
+                    return Step::Need(Fetch::Pinned(join(&path, name), sel.to_string()));
+                }
+            },
+        };
+        let ino = tree.file_node(&path, name, version);
+        Step::Done(self.attr_of(tree, ino))
+    }
+
+    /// The cheapest fetch that refreshes the parameter `name` in `dir`.
+    fn refresh_plan(&self, tree: &Tree, dir: &str, name: &str) -> Fetch {
+        if tree.is_small(dir, SMALL_SUBTREE) {
+            return Fetch::Sweep(dir.to_string());
+        }
+        // GetParameter cannot apply filters, so a filtered mount lists instead.
+        let lists_files = tree.dirs.get(dir).is_some_and(|d| d.files_at.is_some());
+        if lists_files || self.config.filtered {
+            Fetch::Files(dir.to_string())
+        } else {
+            Fetch::Get(join(dir, name))
         }
     }
 
@@ -421,7 +519,7 @@ impl<B: Backend> Fs<B> {
                 } else {
                     let (parent, name) = split(&path);
                     tree.dir_seen(parent, name)
-                        .map_or(Duration::ZERO, |seen| self.remaining(seen, now))
+                        .map_or(Duration::ZERO, |seen| self.remaining(&path, seen, now))
                 };
                 Entry {
                     attr: self.dir_attr(ino),
@@ -430,10 +528,10 @@ impl<B: Backend> Fs<B> {
             }
             // An inode is one version: its attributes never change. Freshness is enforced when
             // a name is looked up, which is where a newer version gets its new inode.
-            Node::File { .. } => match tree.version(ino) {
+            Node::File { dir, .. } => match tree.version(ino) {
                 Some(cached) => Entry {
                     attr: self.file_attr(ino, &cached),
-                    ttl: self.remaining(cached.fetched_at, now),
+                    ttl: self.remaining(&dir, cached.fetched_at, now),
                 },
                 None => return Err(Error::NotFound),
             },
@@ -453,7 +551,7 @@ impl<B: Backend> Fs<B> {
         Ok(entry)
     }
 
-    fn readdir_step(&self, tree: &mut Tree, ino: Ino, fresh: Fresh) -> Step<Vec<DirEntry>> {
+    fn readdir_step(&self, tree: &mut Tree, ino: Ino, clock: Clock) -> Step<Vec<DirEntry>> {
         let path = match tree.node(ino) {
             Some(Node::Dir { path }) => path.clone(),
             Some(_) => return Step::Done(Err(Error::NotFound)),
@@ -462,6 +560,7 @@ impl<B: Backend> Fs<B> {
         let Some(dir) = tree.dirs.get(&path) else {
             return Step::Done(Err(Error::NotFound));
         };
+        let fresh = clock.fresh(self.config.max_age_of(&path));
         if !dir.listed_at.is_some_and(|t| fresh.ok(t)) {
             return Step::Need(Fetch::Sweep(path));
         }
@@ -529,8 +628,9 @@ impl<B: Backend> Fs<B> {
     }
 
     /// How long knowledge from `at` stays valid after `now`.
-    fn remaining(&self, at: Instant, now: Instant) -> Duration {
-        (at + self.config.max_age).saturating_duration_since(now)
+    /// How long knowledge from `at` about directory `dir` stays valid after `now`.
+    fn remaining(&self, dir: &str, at: Instant, now: Instant) -> Duration {
+        (at + self.config.max_age_of(dir)).saturating_duration_since(now)
     }
 
     fn dir_attr(&self, ino: Ino) -> Attr {
@@ -604,7 +704,9 @@ impl<B: Backend> Fs<B> {
         let source = &self.config.source;
         match fetch {
             Fetch::Sweep(dir) => {
-                let params = self.list_all(&source.full_name(dir), true).await?;
+                let params = self
+                    .list_all(&source.full_name(dir), self.config.recursive)
+                    .await?;
                 Ok(self
                     .tree
                     .lock()
@@ -637,6 +739,20 @@ impl<B: Backend> Fs<B> {
                 let found = self.call_get(&source.full_name(path)).await?;
                 let (dir, name) = split(path);
                 Ok(self.tree.lock().unwrap().apply_get(dir, name, found, at))
+            }
+            Fetch::Pinned(path, selector) => {
+                let full = format!(
+                    "{}{}{selector}",
+                    source.full_name(path),
+                    crate::names::SELECTOR
+                );
+                let found = self.call_get(&full).await?;
+                let (dir, name) = split(path);
+                Ok(self
+                    .tree
+                    .lock()
+                    .unwrap()
+                    .apply_pinned(dir, name, selector, found, at))
             }
         }
     }

@@ -19,7 +19,8 @@ use std::time::SystemTime;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 use tracing::debug;
 
@@ -87,6 +88,17 @@ fn file_type(kind: Kind) -> FileType {
     match kind {
         Kind::Dir => FileType::Directory,
         Kind::File => FileType::RegularFile,
+    }
+}
+
+/// The xattr protocol: a zero size asks for the length; a buffer too small is ERANGE.
+fn reply_sized(reply: ReplyXattr, size: u32, value: &[u8]) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() <= size as usize {
+        reply.data(value);
+    } else {
+        reply.error(Errno::from_i32(libc::ERANGE));
     }
 }
 
@@ -225,6 +237,48 @@ impl<B: Backend> Filesystem for FuseFs<B> {
                 Err(err) => reply.error(errno("readdir", &err)),
             },
         );
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let attrs = match self.fs.xattrs(ino.0) {
+            Ok(attrs) => attrs,
+            Err(err) => return reply.error(errno("getxattr", &err)),
+        };
+        match attrs.iter().find(|(n, _)| OsStr::new(n) == name) {
+            None => reply.error(Errno::from_i32(libc::ENODATA)),
+            Some((_, value)) => reply_sized(reply, size, value),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.fs.xattrs(ino.0) {
+            Ok(attrs) => {
+                let mut names = Vec::new();
+                for (name, _) in attrs {
+                    names.extend_from_slice(name.as_bytes());
+                    names.push(0);
+                }
+                reply_sized(reply, size, &names);
+            }
+            Err(err) => reply.error(errno("listxattr", &err)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
     }
 
     fn mknod(

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod content;
 pub mod daemon;
 pub mod error;
+pub mod filter;
 pub mod flight;
 pub mod fs;
 pub mod fuse;

@@ -102,6 +102,7 @@ fn init_logging(cli: &Cli) -> Result<(), String> {
 
 fn run(cli: &Cli, readiness: &mut Readiness) -> Result<(), String> {
     let Source::Ssm(source) = &cli.source;
+    let max_age_for = cli.max_age_for(source)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ssmfs-rt")
@@ -109,10 +110,13 @@ fn run(cli: &Cli, readiness: &mut Readiness) -> Result<(), String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let sdk = rt.block_on(aws_config(cli))?;
     let fs = Arc::new(Fs::new(
-        SsmBackend::new(&sdk, !cli.no_decrypt),
+        SsmBackend::new(&sdk, !cli.no_decrypt, &cli.filter),
         Config {
             source: source.clone(),
             max_age: cli.max_age(),
+            max_age_for,
+            recursive: !cli.no_recursive,
+            filtered: !cli.filter.is_empty(),
             uid: cli.uid.unwrap_or_else(|| nix::unistd::getuid().as_raw()),
             gid: cli.gid.unwrap_or_else(|| nix::unistd::getgid().as_raw()),
         },

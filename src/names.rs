@@ -8,6 +8,10 @@
 //!   parameter shares its name with a directory (SSM allows `/a/b` and `/a/b/c`) or with a control
 //!   file, `NAME` is the directory or control file and listings show the parameter as `NAME%`.
 //!
+//! A third form selects one version of a parameter, as SSM's own selectors do: `NAME:3` is
+//! version 3, `NAME:prod` the version labelled `prod` (a label cannot start with a digit, so
+//! `:N` is always a version). These are looked up, never listed.
+//!
 //! Promises: a name that no SSM parameter can have is rejected here, before any API call.
 
 use std::ffi::OsStr;
@@ -125,6 +129,50 @@ pub fn is_param_component(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
+/// Separates a parameter's name from a version or label, as in SSM's selectors.
+pub const SELECTOR: char = ':';
+
+/// A version or label of a parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Selector<'a> {
+    Version(i64),
+    Label(&'a str),
+}
+
+impl<'a> Selector<'a> {
+    /// Parses what follows `:`. Versions are written without leading zeros, so that one version
+    /// has one name; labels follow SSM's rules (letters, digits, `.`, `-`, `_`, at most 100
+    /// characters, not starting with a digit, `aws` or `ssm`).
+    pub fn parse(s: &'a str) -> Option<Selector<'a>> {
+        let first = *s.as_bytes().first()?;
+        if first.is_ascii_digit() {
+            if first == b'0' || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            return s.parse().ok().map(Selector::Version);
+        }
+        let lower = s.to_ascii_lowercase();
+        let valid = s.len() <= 100
+            && is_param_component(s)
+            && !lower.starts_with("aws")
+            && !lower.starts_with("ssm");
+        valid.then_some(Selector::Label(s))
+    }
+
+    pub fn is_version(&self) -> bool {
+        matches!(self, Selector::Version(_))
+    }
+}
+
+impl fmt::Display for Selector<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Selector::Version(v) => write!(f, "{v}"),
+            Selector::Label(l) => f.write_str(l),
+        }
+    }
+}
+
 /// What a name looked up in a directory refers to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Name<'a> {
@@ -134,6 +182,8 @@ pub enum Name<'a> {
     Entry(&'a str),
     /// `NAME%`: the parameter NAME only, never a directory.
     Param(&'a str),
+    /// `NAME:3` or `NAME:label`: one version of the parameter NAME.
+    Pinned(&'a str, Selector<'a>),
     /// Not a name SSM can take: answered ENOENT with no API call.
     Invalid,
 }
@@ -145,6 +195,12 @@ impl<'a> Name<'a> {
         };
         if name == REFRESH || (is_root && name == STATS) {
             return Name::Control(name);
+        }
+        if let Some((base, selector)) = name.split_once(SELECTOR) {
+            return match (is_param_component(base), Selector::parse(selector)) {
+                (true, Some(sel)) => Name::Pinned(base, sel),
+                _ => Name::Invalid,
+            };
         }
         if let Some(base) = name.strip_suffix(PARAM_SUFFIX) {
             return if is_param_component(base) {
@@ -214,6 +270,39 @@ mod tests {
         assert_eq!(n("%", false), Name::Invalid);
         assert_eq!(n("a b", false), Name::Invalid);
         assert_eq!(n("a%b", false), Name::Invalid);
-        assert_eq!(n("a:1", false), Name::Invalid);
+    }
+
+    #[test]
+    fn selectors() {
+        fn n(s: &str) -> Name<'_> {
+            Name::parse(OsStr::new(s), false)
+        }
+        assert_eq!(n("db:2"), Name::Pinned("db", Selector::Version(2)));
+        assert_eq!(n("db:prod"), Name::Pinned("db", Selector::Label("prod")));
+        assert_eq!(
+            n("db:Prod-1.x_y"),
+            Name::Pinned("db", Selector::Label("Prod-1.x_y"))
+        );
+        for bad in [
+            "a:",
+            ":1",
+            "a:1:2",
+            "a:0",
+            "a:01",
+            "a:99999999999999999999",
+            "a:awsx",
+            "a:SSMx",
+            "a:a b",
+            "a%:1",
+            &format!("a:{}", "l".repeat(101)),
+        ] {
+            assert_eq!(n(bad), Name::Invalid, "{bad}");
+        }
+        // SSM's label rules allow a leading '-': `a:-1` is the label "-1", not a version.
+        assert_eq!(n("a:-1"), Name::Pinned("a", Selector::Label("-1")));
+        assert_eq!(
+            n(&format!("a:{}", "l".repeat(100))),
+            Name::Pinned("a", Selector::Label(&"l".repeat(100)))
+        );
     }
 }

@@ -129,6 +129,12 @@ pub struct Tree {
     lookups: HashMap<Ino, u64>,
     /// Versions no longer current that the kernel still holds.
     retired: HashMap<Ino, Arc<Cached>>,
+    /// Versions fetched through a selector (`name:3`, `name:label`), by (dir, name, version).
+    /// A version never changes, so these never expire.
+    pinned: HashMap<(String, String, i64), Arc<Cached>>,
+    /// What each selector resolved to, by (dir, name, selector), and when: a version, or
+    /// `None` for a version or label that does not exist.
+    selectors: HashMap<(String, String, String), (Option<i64>, Instant)>,
     /// `.stats` snapshots the kernel may hold; the newest is also the one listings show.
     snapshots: HashMap<Ino, Arc<Snapshot>>,
     newest_snapshot: Option<Ino>,
@@ -232,12 +238,96 @@ impl Tree {
             return Some(c.clone());
         }
         match self.node(ino)? {
-            Node::File { dir, name, version } => {
-                let c = self.dirs.get(dir)?.files.get(name)?;
-                (c.param.version == *version).then(|| c.clone())
-            }
+            Node::File { dir, name, version } => self.find_version(dir, name, *version),
             _ => None,
         }
+    }
+
+    /// A version of a parameter, current or pinned.
+    pub fn find_version(&self, dir: &str, name: &str, version: i64) -> Option<Arc<Cached>> {
+        if let Some(c) = self.dirs.get(dir).and_then(|d| d.files.get(name)) {
+            if c.param.version == version {
+                return Some(c.clone());
+            }
+        }
+        self.pinned
+            .get(&(dir.to_string(), name.to_string(), version))
+            .cloned()
+    }
+
+    /// What `name:selector` in `dir` resolved to, and when.
+    pub fn selector(
+        &self,
+        dir: &str,
+        name: &str,
+        selector: &str,
+    ) -> Option<(Option<i64>, Instant)> {
+        self.selectors
+            .get(&(dir.to_string(), name.to_string(), selector.to_string()))
+            .copied()
+    }
+
+    /// Records the answer of a `GetParameter(name:selector)`.
+    pub fn apply_pinned(
+        &mut self,
+        dir: &str,
+        name: &str,
+        selector: &str,
+        found: Option<Param>,
+        at: Instant,
+    ) -> Vec<Inval> {
+        let mut invals = Vec::new();
+        let key = (dir.to_string(), name.to_string(), selector.to_string());
+        let version = found.as_ref().map(|p| p.version);
+        if self.selectors.len() >= MAX_NEGATIVE * 4 {
+            // Bound memory against endless distinct selectors: forget what can be asked again.
+            self.selectors.retain(|_, (v, _)| v.is_some());
+        }
+        if let Some((old, _)) = self.selectors.insert(key, (version, at)) {
+            if old != version {
+                // A label moved: its name now shows another version.
+                if let Some(p) = self.dir_ino(dir) {
+                    invals.push(Inval(
+                        p,
+                        format!("{name}{}{selector}", crate::names::SELECTOR),
+                    ));
+                }
+            }
+        }
+        if let Some(p) = found {
+            let key = (dir.to_string(), name.to_string(), p.version);
+            self.pinned.insert(
+                key,
+                Arc::new(Cached {
+                    param: p,
+                    fetched_at: at,
+                }),
+            );
+        }
+        invals
+    }
+
+    /// Forgets what labels and missing selectors at or below `top` resolved to, so that they are
+    /// asked again (a forced refresh); pinned versions stay, as they cannot change.
+    pub fn forget_selectors(&mut self, top: &str) -> Vec<Inval> {
+        let mut invals = Vec::new();
+        let forgotten: Vec<(String, String, String)> = self
+            .selectors
+            .iter()
+            .filter(|((dir, _, sel), (v, _))| {
+                in_subtree(top, dir)
+                    && (v.is_none() || !sel.starts_with(|c: char| c.is_ascii_digit()))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (dir, name, sel) in forgotten {
+            self.selectors
+                .remove(&(dir.clone(), name.clone(), sel.clone()));
+            if let Some(p) = self.dir_ino(&dir) {
+                invals.push(Inval(p, format!("{name}{}{sel}", crate::names::SELECTOR)));
+            }
+        }
+        invals
     }
 
     /// Moves a version that stops being current out of the way: kept while the kernel holds

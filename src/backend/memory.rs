@@ -24,6 +24,10 @@ struct Stored {
 #[derive(Default)]
 struct Inner {
     params: BTreeMap<String, Stored>,
+    /// Every version ever written, by name (SSM keeps up to 100).
+    history: HashMap<String, Vec<Stored>>,
+    /// (name, label) → version.
+    labels: HashMap<(String, String), i64>,
     calls: HashMap<Op, u64>,
     fail_with: Option<BackendError>,
 }
@@ -44,17 +48,28 @@ impl MemoryBackend {
     /// Creates or overwrites a parameter; each write makes a new version, as in SSM.
     pub fn put(&self, name: &str, kind: ParamType, value: &str) {
         let mut inner = self.inner.lock().unwrap();
-        let version = inner.params.get(name).map_or(1, |p| p.version + 1);
+        let version = inner.history.get(name).map_or(1, |h| h.len() as i64 + 1);
         let modified = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + version as u64);
-        inner.params.insert(
-            name.to_string(),
-            Stored {
-                kind,
-                value: value.to_string(),
-                version,
-                modified,
-            },
-        );
+        let stored = Stored {
+            kind,
+            value: value.to_string(),
+            version,
+            modified,
+        };
+        inner
+            .history
+            .entry(name.to_string())
+            .or_default()
+            .push(stored.clone());
+        inner.params.insert(name.to_string(), stored);
+    }
+
+    /// Puts (or moves) a label on a version, as LabelParameterVersion does.
+    pub fn label(&self, name: &str, version: i64, label: &str) {
+        let mut inner = self.inner.lock().unwrap();
+        inner
+            .labels
+            .insert((name.to_string(), label.to_string()), version);
     }
 
     pub fn delete(&self, name: &str) {
@@ -147,6 +162,21 @@ impl Backend for MemoryBackend {
     async fn get_parameter(&self, name: &str) -> Result<Option<Param>, BackendError> {
         self.enter(Op::GetParameter).await?;
         let inner = self.inner.lock().unwrap();
-        Ok(inner.params.get(name).map(|s| to_param(name, s)))
+        let Some((base, selector)) = name.split_once(':') else {
+            return Ok(inner.params.get(name).map(|s| to_param(name, s)));
+        };
+        if !inner.params.contains_key(base) {
+            return Ok(None);
+        }
+        let version = match selector.parse::<i64>() {
+            Ok(v) => Some(v),
+            Err(_) => inner
+                .labels
+                .get(&(base.to_string(), selector.to_string()))
+                .copied(),
+        };
+        let history = inner.history.get(base);
+        let stored = version.and_then(|v| history?.iter().find(|s| s.version == v));
+        Ok(stored.map(|s| to_param(base, s)))
     }
 }

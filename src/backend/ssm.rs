@@ -7,12 +7,13 @@ use std::time::SystemTime;
 
 use aws_sdk_ssm::config::http::HttpResponse;
 use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_ssm::types::ParameterType;
+use aws_sdk_ssm::types::{ParameterStringFilter, ParameterType};
 use aws_sdk_ssm::Client;
 use zeroize::Zeroize;
 
 use super::{Backend, BackendError, Page, Param};
 use crate::content::{Content, ParamType};
+use crate::filter::{grouped, Filter};
 
 /// SSM's largest page for GetParametersByPath.
 const MAX_RESULTS: i32 = 10;
@@ -20,13 +21,26 @@ const MAX_RESULTS: i32 = 10;
 pub struct SsmBackend {
     client: Client,
     decrypt: bool,
+    filters: Option<Vec<ParameterStringFilter>>,
 }
 
 impl SsmBackend {
-    pub fn new(config: &aws_config::SdkConfig, decrypt: bool) -> Self {
+    pub fn new(config: &aws_config::SdkConfig, decrypt: bool, filters: &[Filter]) -> Self {
+        let filters: Vec<ParameterStringFilter> = grouped(filters)
+            .into_iter()
+            .map(|(key, values)| {
+                ParameterStringFilter::builder()
+                    .key(key.as_str())
+                    .option("Equals")
+                    .set_values(Some(values))
+                    .build()
+                    .expect("key is set")
+            })
+            .collect();
         SsmBackend {
             client: Client::new(config),
             decrypt,
+            filters: (!filters.is_empty()).then_some(filters),
         }
     }
 }
@@ -45,6 +59,7 @@ impl Backend for SsmBackend {
             .recursive(recursive)
             .with_decryption(self.decrypt)
             .max_results(MAX_RESULTS)
+            .set_parameter_filters(self.filters.clone())
             .set_next_token(next_token)
             .send()
             .await
@@ -69,7 +84,18 @@ impl Backend for SsmBackend {
             .await
         {
             Ok(out) => Ok(out.parameter.and_then(convert)),
-            Err(err) if err.code() == Some("ParameterNotFound") => Ok(None),
+            Err(err)
+                if matches!(
+                    err.code(),
+                    Some(
+                        "ParameterNotFound"
+                            | "ParameterVersionNotFound"
+                            | "ParameterVersionLabelNotFound"
+                    )
+                ) =>
+            {
+                Ok(None)
+            }
             Err(err) => Err(classify(err)),
         }
     }

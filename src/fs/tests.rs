@@ -10,16 +10,26 @@ use crate::content::ParamType::{SecureString, String as Str, StringList};
 
 const LONG: Duration = Duration::from_secs(3600);
 
+fn config(source: &str, max_age: Duration) -> Config {
+    Config {
+        source: source.parse().unwrap(),
+        max_age,
+        max_age_for: Vec::new(),
+        recursive: true,
+        filtered: false,
+        uid: 1000,
+        gid: 1000,
+    }
+}
+
 fn mount(backend: &MemoryBackend, source: &str, max_age: Duration) -> Arc<Fs<MemoryBackend>> {
-    Arc::new(Fs::new(
-        backend.clone(),
-        Config {
-            source: source.parse().unwrap(),
-            max_age,
-            uid: 1000,
-            gid: 1000,
-        },
-    ))
+    Arc::new(Fs::new(backend.clone(), config(source, max_age)))
+}
+
+async fn started_with(backend: &MemoryBackend, config: Config) -> Arc<Fs<MemoryBackend>> {
+    let fs = Arc::new(Fs::new(backend.clone(), config));
+    fs.check_source().await.unwrap();
+    fs
 }
 
 async fn started(
@@ -175,7 +185,16 @@ async fn names_ssm_cannot_hold_cost_no_call() {
     }
     let fs = started(&b, "/big", LONG).await;
     let before = b.total_calls();
-    for name in ["a b", "a:1", "%", "x%y", "ünï", &"a".repeat(2100)] {
+    for name in [
+        "a b",
+        "a:0",
+        "a:",
+        ":1",
+        "%",
+        "x%y",
+        "ünï",
+        &"a".repeat(2100),
+    ] {
         assert_eq!(
             fs.lookup(ROOT, OsStr::new(name)).await.unwrap_err(),
             Error::NotFound,
@@ -463,4 +482,143 @@ async fn stats_count_calls() {
     assert_eq!(v["api_calls"]["GetParametersByPath"], 1);
     assert_eq!(v["api_calls"]["GetParameter"], 0);
     assert!(v["seconds_since_last_good_fetch"].as_f64().unwrap() < 60.0);
+}
+
+#[tokio::test]
+async fn pinned_versions_and_labels() {
+    let b = sample();
+    b.put("/app/name", Str, "second");
+    b.put("/app/name", Str, "third");
+    b.label("/app/name", 2, "prod");
+    let fs = started(&b, "/app", LONG).await;
+    let before = b.total_calls();
+    assert_eq!(cat(&fs, "name:1").await.unwrap(), b"demo");
+    assert_eq!(cat(&fs, "name:prod").await.unwrap(), b"second");
+    assert_eq!(
+        cat(&fs, "name:3").await.unwrap(),
+        b"third",
+        "the current version costs nothing"
+    );
+    assert_eq!(b.total_calls() - before, 2);
+    assert_eq!(resolve(&fs, "name:99").await.unwrap_err(), Error::NotFound);
+    assert_eq!(
+        resolve(&fs, "name:nolabel").await.unwrap_err(),
+        Error::NotFound
+    );
+    assert_eq!(resolve(&fs, "nope:1").await.unwrap_err(), Error::NotFound);
+    assert!(
+        !ls(&fs, "").await.iter().any(|n| n.contains(':')),
+        "selectors are not listed"
+    );
+
+    // Pinned versions never expire; repeated lookups cost nothing.
+    let calls = b.total_calls();
+    for _ in 0..3 {
+        assert_eq!(cat(&fs, "name:1").await.unwrap(), b"demo");
+        assert_eq!(resolve(&fs, "name:99").await.unwrap_err(), Error::NotFound);
+    }
+    assert_eq!(b.total_calls(), calls);
+
+    // A label that moves is seen after a forced refresh; a pinned version survives overwrites.
+    b.label("/app/name", 3, "prod");
+    b.put("/app/name", Str, "fourth");
+    let refresh = resolve(&fs, ".refresh").await.unwrap().attr.ino;
+    fs.write(refresh, 1).await.unwrap();
+    assert_eq!(cat(&fs, "name:prod").await.unwrap(), b"third");
+    assert_eq!(cat(&fs, "name:1").await.unwrap(), b"demo");
+    assert_eq!(cat(&fs, "name").await.unwrap(), b"fourth");
+    assert_eq!(
+        resolve(&fs, "name:3").await.unwrap().attr.ino,
+        resolve(&fs, "name:prod").await.unwrap().attr.ino,
+        "a version is one inode, whatever names it"
+    );
+}
+
+#[tokio::test]
+async fn labels_follow_max_age_and_versions_do_not() {
+    let b = sample();
+    b.put("/app/name", Str, "second");
+    b.label("/app/name", 1, "prod");
+    let fs = started(&b, "/app", Duration::ZERO).await;
+    assert_eq!(cat(&fs, "name:prod").await.unwrap(), b"demo");
+    b.label("/app/name", 2, "prod");
+    assert_eq!(cat(&fs, "name:prod").await.unwrap(), b"second");
+    assert_eq!(cat(&fs, "name:1").await.unwrap(), b"demo");
+    let calls = b.calls(Op::GetParameter);
+    assert_eq!(cat(&fs, "name:1").await.unwrap(), b"demo");
+    assert_eq!(
+        b.calls(Op::GetParameter),
+        calls,
+        "a version is never fetched twice"
+    );
+}
+
+#[tokio::test]
+async fn selectors_work_where_a_directory_shadows_the_parameter() {
+    let b = sample();
+    b.put("/app/db", Str, "v1");
+    b.put("/app/db", Str, "v2");
+    let fs = started(&b, "/app", LONG).await;
+    assert_eq!(resolve(&fs, "db").await.unwrap().attr.kind, Kind::Dir);
+    assert_eq!(cat(&fs, "db:1").await.unwrap(), b"v1");
+    assert_eq!(cat(&fs, "db%").await.unwrap(), b"v2");
+}
+
+#[tokio::test]
+async fn max_age_can_differ_by_subtree() {
+    let b = sample();
+    b.put("/app/static/logo", Str, "v1");
+    let mut cfg = config("/app", Duration::ZERO);
+    cfg.max_age_for = vec![("static".to_string(), LONG)];
+    let fs = started_with(&b, cfg).await;
+    assert_eq!(cat(&fs, "static/logo").await.unwrap(), b"v1");
+    assert_eq!(cat(&fs, "name").await.unwrap(), b"demo");
+    b.put("/app/static/logo", Str, "v2");
+    b.put("/app/name", Str, "new");
+    let calls = b.total_calls();
+    assert_eq!(
+        cat(&fs, "static/logo").await.unwrap(),
+        b"v1",
+        "a day-long subtree"
+    );
+    assert!(resolve(&fs, "static/logo").await.unwrap().ttl > Duration::from_secs(3000));
+    assert_eq!(b.total_calls(), calls);
+    assert_eq!(
+        cat(&fs, "name").await.unwrap(),
+        b"new",
+        "the default elsewhere"
+    );
+}
+
+#[tokio::test]
+async fn non_recursive_mounts_show_no_directories() {
+    let b = sample();
+    let mut cfg = config("/app", LONG);
+    cfg.recursive = false;
+    let fs = started_with(&b, cfg).await;
+    assert_eq!(
+        ls(&fs, "").await,
+        [".", "..", ".refresh", ".stats", "hosts", "name"]
+    );
+    let before = b.total_calls();
+    assert_eq!(resolve(&fs, "db").await.unwrap_err(), Error::NotFound);
+    assert_eq!(b.total_calls(), before, "no probe for directories");
+}
+
+#[tokio::test]
+async fn a_filtered_mount_never_uses_get_parameter() {
+    let b = MemoryBackend::new();
+    for i in 0..30 {
+        b.put(&format!("/big/p{i:02}"), Str, "v");
+    }
+    let mut cfg = config("/big", LONG);
+    cfg.filtered = true;
+    let fs = started_with(&b, cfg).await;
+    cat(&fs, "p25").await.unwrap();
+    assert_eq!(resolve(&fs, "zz").await.unwrap_err(), Error::NotFound);
+    assert_eq!(
+        b.calls(Op::GetParameter),
+        0,
+        "GetParameter cannot apply the filters"
+    );
 }
