@@ -7,11 +7,13 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::filter::Filter;
-use crate::names::{Source, SsmPath};
+use crate::names::Source;
 
 const EXAMPLES: &str = "\
 Examples:
   ssmfs /app /mnt/ssm                      mount SSM parameters under /app, in the background
+  ssmfs secretsmanager:prod/ /mnt/secrets  mount the secrets named prod/...; a JSON secret
+                                           prod/db is the file db% and the directory db/
   ssmfs -f ssm:/ /mnt/ssm --max-age 60     every parameter, in the foreground, refreshed after 60 s
   ssmfs /app /mnt/ssm --endpoint-url http://127.0.0.1:5000 --region us-east-1
                                            against a local emulator
@@ -23,7 +25,8 @@ Then: cat /mnt/ssm/db/password; echo 1 > /mnt/ssm/.refresh forces a refresh; umo
 #[derive(Parser, Debug)]
 #[command(name = "ssmfs", version, after_help = EXAMPLES)]
 pub struct Cli {
-    /// What to mount: an SSM path such as /app or ssm:/app (`/` for every parameter).
+    /// What to mount: an SSM path such as /app or ssm:/app (`/` for every parameter), or a
+    /// Secrets Manager name prefix such as secretsmanager:prod/ or sm:prod/ (`sm:` for all).
     pub source: Source,
 
     /// Where to mount it: an existing directory.
@@ -55,6 +58,11 @@ pub struct Cli {
     /// Show SecureString values as SSM returns them without decryption (the ciphertext).
     #[arg(long, help_heading = "Parameters")]
     pub no_decrypt: bool,
+
+    /// Secrets Manager: show a secret whose value is a JSON object as a file only, not also as
+    /// a directory of its keys.
+    #[arg(long, help_heading = "Parameters")]
+    pub no_json_dirs: bool,
 
     /// Send API calls to this URL instead of the region's SSM endpoint (AWS_ENDPOINT_URL works too).
     #[arg(long, value_name = "URL", help_heading = "AWS")]
@@ -105,12 +113,12 @@ impl Cli {
     }
 
     /// The subtree overrides as mount-relative paths; each must be at or below SOURCE.
-    pub fn max_age_for(&self, source: &SsmPath) -> Result<Vec<(String, Duration)>, String> {
+    pub fn max_age_for(&self, source: &Source) -> Result<Vec<(String, Duration)>, String> {
         self.max_age_for
             .iter()
             .map(|m| {
-                let full = m.path.to_string();
-                let rel = if full == source.to_string() {
+                let full = m.path.trim_end_matches('/').to_string();
+                let rel = if full == source.full_name("").trim_end_matches('/') {
                     Some("")
                 } else {
                     source.relative(&full)
@@ -126,10 +134,10 @@ impl Cli {
     }
 }
 
-/// `--max-age-for PATH=SECONDS`.
+/// `--max-age-for PATH=SECONDS`: PATH is an SSM path or a secret name prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MaxAgeFor {
-    pub path: SsmPath,
+    pub path: String,
     pub age: Duration,
 }
 
@@ -144,7 +152,7 @@ impl std::str::FromStr for MaxAgeFor {
             .parse()
             .map_err(|_| format!("'{secs}' in '{s}' is not a whole number of seconds"))?;
         Ok(MaxAgeFor {
-            path: path.parse()?,
+            path: path.to_string(),
             age: Duration::from_secs(secs),
         })
     }
@@ -170,18 +178,16 @@ mod tests {
             "/app=60",
         ])
         .unwrap();
-        let Source::Ssm(source) = &cli.source;
         assert_eq!(
-            cli.max_age_for(source).unwrap(),
+            cli.max_age_for(&cli.source).unwrap(),
             vec![
                 ("static".to_string(), Duration::from_secs(86400)),
                 (String::new(), Duration::from_secs(60))
             ]
         );
         let cli = parse(&["/app", "/mnt", "--max-age-for", "/other=5"]).unwrap();
-        let Source::Ssm(source) = &cli.source;
         assert!(cli
-            .max_age_for(source)
+            .max_age_for(&cli.source)
             .unwrap_err()
             .contains("not at or below"));
         assert!(parse(&["/app", "/mnt", "--max-age-for", "/app/x=soon"])
@@ -190,6 +196,15 @@ mod tests {
         assert!(parse(&["/app", "/mnt", "--max-age-for", "/app/x"])
             .unwrap_err()
             .contains("PATH=SECONDS"));
+    }
+
+    #[test]
+    fn max_age_for_takes_secret_prefixes_too() {
+        let cli = parse(&["sm:prod/", "/mnt", "--max-age-for", "prod/static=60"]).unwrap();
+        assert_eq!(
+            cli.max_age_for(&cli.source).unwrap(),
+            vec![("static".to_string(), Duration::from_secs(60))]
+        );
     }
 
     #[test]

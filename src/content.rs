@@ -1,10 +1,12 @@
 //! File content: the bytes a parameter's file holds, and the one function that renders an SSM
 //! value into them.
 //!
-//! Promises: content is zeroed in memory when dropped, and its `Debug` form never shows a byte
-//! of it, so a value cannot reach a log line, an error or a panic message by formatting.
+//! Promises: content is zeroed in memory when its last holder drops it, and its `Debug` form never
+//! shows a byte of it, so a value cannot reach a log line, an error or a panic message by
+//! formatting. Cloning shares the bytes; it never copies them.
 
 use std::fmt;
+use std::sync::Arc;
 
 use zeroize::Zeroize;
 
@@ -28,19 +30,29 @@ impl ParamType {
 
 /// Bytes that may be secret. Zeroed on drop; `Debug` prints only the length.
 #[derive(Clone, PartialEq, Eq, Default)]
-pub struct Content(Box<[u8]>);
+pub struct Content(Arc<Zeroed>);
+
+/// The one owned copy of some content's bytes.
+#[derive(PartialEq, Eq, Default)]
+struct Zeroed(Box<[u8]>);
+
+impl Drop for Zeroed {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
 
 impl Content {
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        &self.0 .0
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.as_bytes().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.as_bytes().is_empty()
     }
 
     /// Renders an SSM value as file content, taking ownership so that no unzeroed copy stays
@@ -69,24 +81,18 @@ impl From<Vec<u8>> for Content {
         // `into_boxed_slice` may reallocate when capacity exceeds length; shrink in place first
         // is not guaranteed either, so copy explicitly and zero the original.
         if bytes.len() == bytes.capacity() {
-            return Content(bytes.into_boxed_slice());
+            return Content(Arc::new(Zeroed(bytes.into_boxed_slice())));
         }
         let mut bytes = bytes;
         let boxed: Box<[u8]> = bytes.as_slice().into();
         bytes.zeroize();
-        Content(boxed)
-    }
-}
-
-impl Drop for Content {
-    fn drop(&mut self) {
-        self.0.zeroize();
+        Content(Arc::new(Zeroed(boxed)))
     }
 }
 
 impl fmt::Debug for Content {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Content(<{} bytes redacted>)", self.0.len())
+        write!(f, "Content(<{} bytes redacted>)", self.len())
     }
 }
 

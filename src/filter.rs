@@ -60,7 +60,7 @@ impl FromStr for Filter {
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b"/:_-.".contains(&b))
             }
-            FilterKey::Label => matches!(Selector::parse(value), Some(Selector::Label(_))),
+            FilterKey::Label => matches!(Selector::parse_ssm(value), Some(Selector::Label(_))),
         };
         if !ok {
             let allowed = match key {

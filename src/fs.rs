@@ -21,11 +21,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{debug, info, warn};
 
-use crate::backend::{Backend, BackendError, Op, Page, Param};
-use crate::content::ParamType;
+use crate::backend::{Backend, BackendError, Page, Param};
 use crate::error::Error;
 use crate::flight::Flights;
-use crate::names::{Name, Selector, SsmPath, REFRESH, STATS};
+use crate::names::{Name, Selector, Source, REFRESH, STATS};
 use crate::stats::Stats;
 use crate::tree::{join, split, Cached, Fresh, Ino, Inval, Node, Tree, ROOT};
 
@@ -44,15 +43,13 @@ const MAX_ROUNDS: usize = 8;
 const SMALL_SUBTREE: usize = 20;
 
 pub struct Config {
-    pub source: SsmPath,
+    pub source: Source,
     /// How old knowledge may be when answering, unless a subtree overrides it.
     pub max_age: Duration,
     /// Overrides for subtrees: (mount-relative directory path, max age).
     pub max_age_for: Vec<(String, Duration)>,
     /// Whether subdirectories are shown (`--no-recursive` turns them off).
     pub recursive: bool,
-    /// Whether the backend filters listings (`--filter`), which `GetParameter` cannot do.
-    pub filtered: bool,
     pub uid: u32,
     pub gid: u32,
 }
@@ -177,6 +174,7 @@ pub struct Fs<B> {
 
 impl<B: Backend> Fs<B> {
     pub fn new(backend: B, config: Config) -> Self {
+        let stats = Stats::new(backend.api_calls());
         Fs {
             backend,
             config,
@@ -184,7 +182,7 @@ impl<B: Backend> Fs<B> {
             flights: Flights::default(),
             health: Mutex::new(Health::default()),
             invalidator: OnceLock::new(),
-            stats: Stats::default(),
+            stats,
             mounted_at: SystemTime::now(),
         }
     }
@@ -239,7 +237,10 @@ impl<B: Backend> Fs<B> {
         };
         match tree.node(ino) {
             Some(Node::File { .. }) => match tree.version(ino) {
-                Some(c) => Ok(slice(c.param.content.as_bytes())),
+                Some(c) => match &c.param.unreadable {
+                    None => Ok(slice(c.param.content.as_bytes())),
+                    Some(code) => Err(Error::Backend(BackendError::AccessDenied(code.clone()))),
+                },
                 None => Err(Error::NotFound),
             },
             Some(Node::Stats { .. }) => match tree.snapshot(ino) {
@@ -380,17 +381,12 @@ impl<B: Backend> Fs<B> {
         match tree.node(ino) {
             Some(Node::File { .. }) => {
                 let cached = tree.version(ino).ok_or(Error::NotFound)?;
-                let p = &cached.param;
-                let modified = aws_smithy_types::DateTime::from(p.last_modified)
-                    .fmt(aws_smithy_types::date_time::Format::DateTime)
-                    .unwrap_or_default();
-                Ok(vec![
-                    ("user.ssm.arn", p.arn.clone().into_bytes()),
-                    ("user.ssm.data_type", p.data_type.clone().into_bytes()),
-                    ("user.ssm.last_modified", modified.into_bytes()),
-                    ("user.ssm.type", p.kind.as_str().as_bytes().to_vec()),
-                    ("user.ssm.version", p.version.to_string().into_bytes()),
-                ])
+                Ok(cached
+                    .param
+                    .xattrs
+                    .iter()
+                    .map(|(name, value)| (*name, value.as_bytes().to_vec()))
+                    .collect())
             }
             Some(_) => Ok(Vec::new()),
             None => Err(Error::NotFound),
@@ -426,7 +422,7 @@ impl<B: Backend> Fs<B> {
         }
         let fresh = clock.fresh(self.config.max_age_of(&path));
         let is_root = path.is_empty();
-        let (name, selector) = match Name::parse(name, is_root) {
+        let (name, selector) = match Name::parse(name, is_root, &self.config.source) {
             Name::Invalid => return Step::Done(Err(Error::NotFound)),
             Name::Control(c) => {
                 let ino = if c == STATS {
@@ -474,8 +470,10 @@ impl<B: Backend> Fs<B> {
             None => return Step::Need(self.refresh_plan(tree, &path, name)),
         };
         let version = match selector {
-            None => current.param.version,
-            Some(Selector::Version(v)) if tree.find_version(&path, name, v).is_some() => v,
+            None => current.param.version.clone(),
+            Some(Selector::Version(v)) if tree.find_version(&path, name, v).is_some() => {
+                v.to_string()
+            }
             Some(sel) => match tree.selector(&path, name, &sel.to_string()) {
                 // A version never changes; a label follows the max age.
                 Some((Some(v), at)) if sel.is_version() || fresh.ok(at) => v,
@@ -485,7 +483,7 @@ impl<B: Backend> Fs<B> {
                 }
             },
         };
-        let ino = tree.file_node(&path, name, version);
+        let ino = tree.file_node(&path, name, &version);
         Step::Done(self.attr_of(tree, ino))
     }
 
@@ -496,7 +494,7 @@ impl<B: Backend> Fs<B> {
         }
         // GetParameter cannot apply filters, so a filtered mount lists instead.
         let lists_files = tree.dirs.get(dir).is_some_and(|d| d.files_at.is_some());
-        if lists_files || self.config.filtered {
+        if lists_files || !self.backend.gets_every_name() {
             Fetch::Files(dir.to_string())
         } else {
             Fetch::Get(join(dir, name))
@@ -565,10 +563,10 @@ impl<B: Backend> Fs<B> {
             return Step::Need(Fetch::Sweep(path));
         }
         let subdirs: Vec<String> = dir.subdirs.keys().cloned().collect();
-        let files: Vec<(String, i64)> = dir
+        let files: Vec<(String, String)> = dir
             .files
             .iter()
-            .map(|(name, c)| (name.clone(), c.param.version))
+            .map(|(name, c)| (name.clone(), c.param.version.clone()))
             .collect();
         let parent_ino = if path.is_empty() {
             ROOT
@@ -608,7 +606,7 @@ impl<B: Backend> Fs<B> {
         }
         for (name, version) in files {
             let shown = tree.shown_name(&path, &name);
-            let ino = tree.file_node(&path, &name, version);
+            let ino = tree.file_node(&path, &name, &version);
             children.push((ino, Kind::File, shown));
         }
         children.sort_by_key(|c| c.0);
@@ -651,12 +649,8 @@ impl<B: Backend> Fs<B> {
             ino,
             kind: Kind::File,
             size: p.content.len() as u64,
-            mtime: p.last_modified,
-            perm: if p.kind == ParamType::SecureString {
-                0o400
-            } else {
-                0o444
-            },
+            mtime: p.modified,
+            perm: if p.secret { 0o400 } else { 0o444 },
             uid: self.config.uid,
             gid: self.config.gid,
         }
@@ -776,7 +770,6 @@ impl<B: Backend> Fs<B> {
         recursive: bool,
         token: Option<String>,
     ) -> Result<Page, BackendError> {
-        self.stats.call(Op::GetParametersByPath);
         let result = self
             .backend
             .get_parameters_by_path(path, recursive, token)
@@ -786,7 +779,6 @@ impl<B: Backend> Fs<B> {
     }
 
     async fn call_get(&self, name: &str) -> Result<Option<Param>, BackendError> {
-        self.stats.call(Op::GetParameter);
         let result = self.backend.get_parameter(name).await;
         self.count_error(&result);
         result

@@ -17,13 +17,15 @@ use fuser::{MountOption, SessionACL};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
+use crate::backend::secrets::SecretsBackend;
 use crate::backend::ssm::SsmBackend;
+use crate::backend::Backend;
 use crate::backend::BackendError;
 use crate::cli::Cli;
 use crate::daemon::{notify_stopping, Readiness};
 use crate::fs::{Config, Fs};
 use crate::fuse::{FuseFs, KernelInvalidator};
-use crate::names::{Source, SsmPath};
+use crate::names::{Dialect, Source};
 
 /// A connection that does not open in this time fails the call (and start-up) instead of
 /// hanging a reader.
@@ -101,32 +103,56 @@ fn init_logging(cli: &Cli) -> Result<(), String> {
 }
 
 fn run(cli: &Cli, readiness: &mut Readiness) -> Result<(), String> {
-    let Source::Ssm(source) = &cli.source;
-    let max_age_for = cli.max_age_for(source)?;
+    let source = &cli.source;
+    let config = Config {
+        source: source.clone(),
+        max_age: cli.max_age(),
+        max_age_for: cli.max_age_for(source)?,
+        recursive: !cli.no_recursive,
+        uid: cli.uid.unwrap_or_else(|| nix::unistd::getuid().as_raw()),
+        gid: cli.gid.unwrap_or_else(|| nix::unistd::getgid().as_raw()),
+    };
+    if source.dialect == Dialect::SecretsManager && (!cli.filter.is_empty() || cli.no_decrypt) {
+        return Err("--filter and --no-decrypt apply to SSM sources only".to_string());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ssmfs-rt")
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let sdk = rt.block_on(aws_config(cli))?;
-    let fs = Arc::new(Fs::new(
-        SsmBackend::new(&sdk, !cli.no_decrypt, &cli.filter),
-        Config {
-            source: source.clone(),
-            max_age: cli.max_age(),
-            max_age_for,
-            recursive: !cli.no_recursive,
-            filtered: !cli.filter.is_empty(),
-            uid: cli.uid.unwrap_or_else(|| nix::unistd::getuid().as_raw()),
-            gid: cli.gid.unwrap_or_else(|| nix::unistd::getgid().as_raw()),
-        },
-    ));
+    match source.dialect {
+        Dialect::Ssm => {
+            let backend = SsmBackend::new(&sdk, !cli.no_decrypt, &cli.filter);
+            serve(cli, backend, config, &sdk, rt, readiness)
+        }
+        Dialect::SecretsManager => {
+            let backend = SecretsBackend::new(&sdk, !cli.no_json_dirs);
+            serve(cli, backend, config, &sdk, rt, readiness)
+        }
+    }
+}
+
+/// Checks the source, mounts, reports readiness and runs until unmounted.
+fn serve<B: Backend>(
+    cli: &Cli,
+    backend: B,
+    config: Config,
+    sdk: &SdkConfig,
+    rt: tokio::runtime::Runtime,
+    readiness: &mut Readiness,
+) -> Result<(), String> {
+    let source = config.source.clone();
+    let fs = Arc::new(Fs::new(backend, config));
     rt.block_on(fs.check_source())
-        .map_err(|e| startup_error(&e, source, &sdk))?;
+        .map_err(|e| startup_error(&e, &source, sdk))?;
 
     let mut config = fuser::Config::default();
     config.mount_options = vec![
-        MountOption::FSName(format!("ssm:{source}")),
+        MountOption::FSName(match source.dialect {
+            Dialect::Ssm => format!("ssm:{source}"),
+            Dialect::SecretsManager => source.to_string(),
+        }),
         MountOption::Subtype("ssmfs".to_string()),
         MountOption::DefaultPermissions,
         MountOption::NoSuid,
@@ -225,14 +251,23 @@ async fn aws_config(cli: &Cli) -> Result<SdkConfig, String> {
 }
 
 /// One line saying what to fix, for each way the start-up check can fail.
-fn startup_error(err: &BackendError, source: &SsmPath, sdk: &SdkConfig) -> String {
+fn startup_error(err: &BackendError, source: &Source, sdk: &SdkConfig) -> String {
     let region = sdk.region().map(|r| r.to_string()).unwrap_or_default();
-    let resource = format!("arn:aws:ssm:{region}:ACCOUNT:parameter{source}/*");
     match err {
-        BackendError::AccessDenied(msg) => format!(
-            "access denied reading {source}: allow ssm:GetParametersByPath and ssm:GetParameter \
-             on {resource} (and kms:Decrypt on the keys of SecureString parameters); AWS said: {msg}"
-        ),
+        BackendError::AccessDenied(msg) => match source.dialect {
+            Dialect::Ssm => format!(
+                "access denied reading {source}: allow ssm:GetParametersByPath and ssm:GetParameter \
+                 on arn:aws:ssm:{region}:ACCOUNT:parameter{source}/* (and kms:Decrypt on the keys \
+                 of SecureString parameters); AWS said: {msg}"
+            ),
+            Dialect::SecretsManager => format!(
+                "access denied reading {source}: allow secretsmanager:ListSecrets, and \
+                 secretsmanager:BatchGetSecretValue and secretsmanager:GetSecretValue on \
+                 arn:aws:secretsmanager:{region}:ACCOUNT:secret:{}* (and kms:Decrypt on their \
+                 keys); AWS said: {msg}",
+                source.full_name("")
+            ),
+        },
         BackendError::Credentials(msg) => format!(
             "AWS rejected the credentials: {msg}; check the profile, the access keys or the role"
         ),

@@ -1,18 +1,18 @@
-//! Names: what SOURCE means, which file names can be SSM parameters, and the naming rule for
-//! names that SSM cannot take.
+//! Names: what SOURCE means, which file names can be parameters or secrets, and the naming rule
+//! for names that neither service can take.
 //!
-//! SSM names use only `a-zA-Z0-9_.-` and `/`. ssmfs therefore has two kinds of names of its own
-//! that can never clash with a parameter:
+//! SSM names use only `a-zA-Z0-9_.-` and `/`; Secrets Manager names add `+=@`. Neither allows
+//! `%` or `:`, so ssmfs has names of its own that never clash with a parameter or secret:
 //! - control files, `.refresh` (every directory) and `.stats` (the root);
-//! - `NAME%`: the parameter `NAME` in this directory, as a file, whatever else `NAME` is. When a
-//!   parameter shares its name with a directory (SSM allows `/a/b` and `/a/b/c`) or with a control
-//!   file, `NAME` is the directory or control file and listings show the parameter as `NAME%`.
+//! - `NAME%`: the entry `NAME` in this directory, as a file, whatever else `NAME` is. When a
+//!   parameter shares its name with a directory (SSM allows `/a/b` and `/a/b/c`; a JSON secret is
+//!   also the directory of its keys) or with a control file, `NAME` is the directory or control
+//!   file and listings show the parameter as `NAME%`;
+//! - `NAME:SELECTOR`: one version. SSM: `NAME:3` is version 3, `NAME:prod` the version labelled
+//!   `prod` (a label cannot start with a digit, so `:N` is always a version). Secrets Manager:
+//!   `NAME:AWSPREVIOUS` (a staging label) or `NAME:<VersionId>`. These are looked up, never listed.
 //!
-//! A third form selects one version of a parameter, as SSM's own selectors do: `NAME:3` is
-//! version 3, `NAME:prod` the version labelled `prod` (a label cannot start with a digit, so
-//! `:N` is always a version). These are looked up, never listed.
-//!
-//! Promises: a name that no SSM parameter can have is rejected here, before any API call.
+//! Promises: a name that the service cannot hold is rejected here, before any API call.
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -20,143 +20,202 @@ use std::str::FromStr;
 
 /// Suffix that names a parameter as a file even where a directory or control file has its name.
 pub const PARAM_SUFFIX: char = '%';
+/// Separates a name from a version or label, as in SSM's selectors.
+pub const SELECTOR: char = ':';
 /// Writing to this file in a directory refreshes the parameters under that directory.
 pub const REFRESH: &str = ".refresh";
 /// The mount's counters, as JSON, at the root.
 pub const STATS: &str = ".stats";
 
-/// SSM's limit on a parameter name, hierarchy included.
-const MAX_NAME_LEN: usize = 2048;
-/// SSM's limit on hierarchy depth.
-const MAX_DEPTH: usize = 15;
+/// SSM's limits on a parameter name: length with the hierarchy, and depth.
+const SSM_MAX_NAME: usize = 2048;
+const SSM_MAX_DEPTH: usize = 15;
+/// Secrets Manager's limit on a secret name.
+const SM_MAX_NAME: usize = 512;
 
-/// What is mounted: an SSM path hierarchy.
+/// Which service a source is in: it decides the name rules and the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Ssm,
+    SecretsManager,
+}
+
+/// What is mounted: an SSM path (`/app`) or a Secrets Manager name prefix (`prod`), kept without
+/// a trailing slash.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Source {
-    Ssm(SsmPath),
+pub struct Source {
+    pub dialect: Dialect,
+    prefix: String,
 }
 
 impl FromStr for Source {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if let Some(rest) = s.strip_prefix("ssm:") {
-            return rest.parse().map(Source::Ssm);
-        }
         for scheme in ["secretsmanager:", "sm:"] {
-            if s.starts_with(scheme) {
-                return Err(format!(
-                    "'{scheme}' sources are not supported by this build; mount an SSM path such as ssm:/app"
-                ));
+            if let Some(rest) = s.strip_prefix(scheme) {
+                return Source::secrets(rest);
             }
+        }
+        if let Some(rest) = s.strip_prefix("ssm:") {
+            return Source::ssm(rest);
         }
         if s.contains(':') {
             return Err(format!(
-                "unknown source '{s}': use an SSM path such as /app or ssm:/app"
+                "unknown source '{s}': use an SSM path such as /app (or ssm:/app), or secretsmanager:PREFIX"
             ));
         }
-        s.parse().map(Source::Ssm)
+        Source::ssm(s)
     }
 }
 
-/// An SSM hierarchy path such as `/app`, kept without a trailing slash (`/` is kept as "").
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SsmPath {
-    prefix: String,
-}
-
-impl FromStr for SsmPath {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
+impl Source {
+    fn ssm(s: &str) -> Result<Source, String> {
         if !s.starts_with('/') {
             return Err(format!(
                 "SSM path '{s}' must start with '/', e.g. /app (SSM hierarchies start with a slash)"
             ));
         }
-        let trimmed = s.trim_end_matches('/');
-        for part in trimmed.split('/').skip(1) {
-            if !is_param_component(part) {
-                return Err(format!(
-                    "SSM path '{s}' is not valid: each level must be non-empty and use only a-z, A-Z, 0-9, '_', '.', '-'"
-                ));
-            }
+        let prefix = s.trim_end_matches('/');
+        let source = Source {
+            dialect: Dialect::Ssm,
+            prefix: prefix.to_string(),
+        };
+        if !prefix.split('/').skip(1).all(|p| source.is_component(p)) {
+            return Err(format!(
+                "SSM path '{s}' is not valid: each level must be non-empty and use only a-z, A-Z, 0-9, '_', '.', '-'"
+            ));
         }
-        if trimmed.len() > MAX_NAME_LEN || trimmed.split('/').count() > MAX_DEPTH {
+        if prefix.len() > SSM_MAX_NAME || prefix.split('/').count() > SSM_MAX_DEPTH {
             return Err(format!(
                 "SSM path '{s}' is longer or deeper than SSM allows"
             ));
         }
-        Ok(SsmPath {
-            prefix: trimmed.to_string(),
-        })
+        Ok(source)
     }
-}
 
-impl fmt::Display for SsmPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.full_name(""))
+    fn secrets(s: &str) -> Result<Source, String> {
+        let prefix = s.trim_end_matches('/');
+        let source = Source {
+            dialect: Dialect::SecretsManager,
+            prefix: prefix.to_string(),
+        };
+        if !prefix.is_empty() && !prefix.split('/').all(|p| source.is_component(p)) {
+            return Err(format!(
+                "secret prefix '{s}' is not valid: each level must be non-empty and use only a-z, A-Z, 0-9 and _+=.@-"
+            ));
+        }
+        if prefix.len() > SM_MAX_NAME {
+            return Err(format!(
+                "secret prefix '{s}' is longer than Secrets Manager allows"
+            ));
+        }
+        Ok(source)
     }
-}
 
-impl SsmPath {
-    /// The full SSM name of a mount-relative path; "" is the root, whose name is the source path.
+    /// The full name of a mount-relative path; "" is the root, whose name is the prefix.
     pub fn full_name(&self, rel: &str) -> String {
-        match (self.prefix.is_empty(), rel.is_empty()) {
-            (true, true) => "/".to_string(),
-            (false, true) => self.prefix.clone(),
+        match (self.prefix.is_empty(), rel.is_empty(), self.dialect) {
+            (true, true, Dialect::Ssm) => "/".to_string(),
+            (true, _, Dialect::SecretsManager) => rel.to_string(),
+            (false, true, _) => self.prefix.clone(),
             _ => format!("{}/{}", self.prefix, rel),
         }
     }
 
-    /// The mount-relative path of a full SSM name, if the name is below this path.
+    /// The mount-relative path of a full name, if the name is below this source and every level
+    /// of it is a name this dialect allows (so that it can be a path).
     pub fn relative<'a>(&self, full: &'a str) -> Option<&'a str> {
-        let rest = full.strip_prefix(self.prefix.as_str())?.strip_prefix('/')?;
-        (!rest.is_empty()).then_some(rest)
+        let rest = match (self.prefix.is_empty(), self.dialect) {
+            (true, Dialect::SecretsManager) => full,
+            _ => full.strip_prefix(self.prefix.as_str())?.strip_prefix('/')?,
+        };
+        (!rest.is_empty() && rest.split('/').all(|p| self.is_component(p))).then_some(rest)
     }
 
-    /// Whether a mount-relative path is a name SSM could hold (length and depth limits).
+    /// Whether a mount-relative path is a name the service could hold (length and depth).
     pub fn fits(&self, rel: &str) -> bool {
-        self.prefix.len() + 1 + rel.len() <= MAX_NAME_LEN
-            && self.prefix.matches('/').count() + 1 + rel.matches('/').count() <= MAX_DEPTH
+        let len = self.prefix.len() + 1 + rel.len();
+        match self.dialect {
+            Dialect::Ssm => {
+                len <= SSM_MAX_NAME
+                    && self.prefix.matches('/').count() + 1 + rel.matches('/').count()
+                        <= SSM_MAX_DEPTH
+            }
+            Dialect::SecretsManager => len <= SM_MAX_NAME,
+        }
+    }
+
+    /// Whether `s` can be one level of a name.
+    pub fn is_component(&self, s: &str) -> bool {
+        let extra: &[u8] = match self.dialect {
+            Dialect::Ssm => b"_.-",
+            Dialect::SecretsManager => b"_.-+=@",
+        };
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+    }
+
+    /// Parses what follows `:` in a name.
+    pub fn selector<'a>(&self, s: &'a str) -> Option<Selector<'a>> {
+        match self.dialect {
+            Dialect::Ssm => Selector::parse_ssm(s),
+            Dialect::SecretsManager => Selector::parse_secrets(s),
+        }
     }
 }
 
-/// Whether `s` can be one level of an SSM name.
-pub fn is_param_component(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.dialect {
+            Dialect::Ssm => f.write_str(&self.full_name("")),
+            Dialect::SecretsManager => write!(f, "secretsmanager:{}", self.prefix),
+        }
+    }
 }
 
-/// Separates a parameter's name from a version or label, as in SSM's selectors.
-pub const SELECTOR: char = ':';
-
-/// A version or label of a parameter.
+/// A version of a parameter or secret.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Selector<'a> {
-    Version(i64),
+    /// A version that never changes: an SSM version number or a secret's VersionId.
+    Version(&'a str),
+    /// A label that can move between versions: an SSM label or a secret's staging label.
     Label(&'a str),
 }
 
 impl<'a> Selector<'a> {
-    /// Parses what follows `:`. Versions are written without leading zeros, so that one version
-    /// has one name; labels follow SSM's rules (letters, digits, `.`, `-`, `_`, at most 100
-    /// characters, not starting with a digit, `aws` or `ssm`).
-    pub fn parse(s: &'a str) -> Option<Selector<'a>> {
+    /// SSM: versions are written without leading zeros, so that one version has one name;
+    /// labels follow SSM's rules (letters, digits, `.`, `-`, `_`, at most 100 characters, not
+    /// starting with a digit, `aws` or `ssm`).
+    pub fn parse_ssm(s: &'a str) -> Option<Selector<'a>> {
         let first = *s.as_bytes().first()?;
         if first.is_ascii_digit() {
-            if first == b'0' || !s.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            return s.parse().ok().map(Selector::Version);
+            let canonical = first != b'0' && s.bytes().all(|b| b.is_ascii_digit());
+            return (canonical && s.parse::<i64>().is_ok()).then_some(Selector::Version(s));
         }
         let lower = s.to_ascii_lowercase();
         let valid = s.len() <= 100
-            && is_param_component(s)
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
             && !lower.starts_with("aws")
             && !lower.starts_with("ssm");
         valid.then_some(Selector::Label(s))
+    }
+
+    /// Secrets Manager: a VersionId (32 to 64 characters of hex digits and dashes, as the UUIDs
+    /// it makes) or a staging label (at most 256 characters).
+    pub fn parse_secrets(s: &'a str) -> Option<Selector<'a>> {
+        let version_id =
+            (32..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+        if version_id {
+            return Some(Selector::Version(s));
+        }
+        let label = !s.is_empty()
+            && s.len() <= 256
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-+=@".contains(&b));
+        label.then_some(Selector::Label(s))
     }
 
     pub fn is_version(&self) -> bool {
@@ -167,8 +226,7 @@ impl<'a> Selector<'a> {
 impl fmt::Display for Selector<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Selector::Version(v) => write!(f, "{v}"),
-            Selector::Label(l) => f.write_str(l),
+            Selector::Version(v) | Selector::Label(v) => f.write_str(v),
         }
     }
 }
@@ -184,32 +242,32 @@ pub enum Name<'a> {
     Param(&'a str),
     /// `NAME:3` or `NAME:label`: one version of the parameter NAME.
     Pinned(&'a str, Selector<'a>),
-    /// Not a name SSM can take: answered ENOENT with no API call.
+    /// Not a name the service can hold: answered ENOENT with no API call.
     Invalid,
 }
 
 impl<'a> Name<'a> {
-    pub fn parse(name: &'a OsStr, is_root: bool) -> Name<'a> {
+    pub fn parse(name: &'a OsStr, is_root: bool, source: &Source) -> Name<'a> {
         let Some(name) = name.to_str() else {
             return Name::Invalid;
         };
-        if name == REFRESH || (is_root && name == STATS) {
+        if is_control(name, is_root) {
             return Name::Control(name);
         }
         if let Some((base, selector)) = name.split_once(SELECTOR) {
-            return match (is_param_component(base), Selector::parse(selector)) {
+            return match (source.is_component(base), source.selector(selector)) {
                 (true, Some(sel)) => Name::Pinned(base, sel),
                 _ => Name::Invalid,
             };
         }
         if let Some(base) = name.strip_suffix(PARAM_SUFFIX) {
-            return if is_param_component(base) {
+            return if source.is_component(base) {
                 Name::Param(base)
             } else {
                 Name::Invalid
             };
         }
-        if is_param_component(name) {
+        if source.is_component(name) {
             Name::Entry(name)
         } else {
             Name::Invalid
@@ -217,7 +275,7 @@ impl<'a> Name<'a> {
     }
 }
 
-/// Whether a parameter named `name` must be listed as `name%`: it is hidden by a control file.
+/// Whether `name` is taken by a control file in a directory (the root has `.stats` too).
 pub fn is_control(name: &str, is_root: bool) -> bool {
     name == REFRESH || (is_root && name == STATS)
 }
@@ -226,41 +284,57 @@ pub fn is_control(name: &str, is_root: bool) -> bool {
 mod tests {
     use super::*;
 
-    fn ssm(s: &str) -> SsmPath {
-        match s.parse::<Source>().unwrap() {
-            Source::Ssm(p) => p,
-        }
+    fn src(s: &str) -> Source {
+        s.parse().unwrap()
     }
 
     #[test]
-    fn source_forms() {
-        assert_eq!(ssm("/app"), ssm("ssm:/app"));
-        assert_eq!(ssm("/app/"), ssm("/app"));
-        assert_eq!(ssm("/").full_name("a/b"), "/a/b");
-        assert_eq!(ssm("/app").full_name("a/b"), "/app/a/b");
-        assert_eq!(ssm("/app").full_name(""), "/app");
-        assert_eq!(ssm("/").full_name(""), "/");
+    fn ssm_source_forms() {
+        assert_eq!(src("/app"), src("ssm:/app"));
+        assert_eq!(src("/app/"), src("/app"));
+        assert_eq!(src("/").full_name("a/b"), "/a/b");
+        assert_eq!(src("/app").full_name("a/b"), "/app/a/b");
+        assert_eq!(src("/app").full_name(""), "/app");
+        assert_eq!(src("/").full_name(""), "/");
         assert!("app".parse::<Source>().is_err());
         assert!("/a//b".parse::<Source>().is_err());
         assert!("/a b".parse::<Source>().is_err());
-        assert!("sm:prod/".parse::<Source>().is_err());
         assert!("s3:/x".parse::<Source>().is_err());
     }
 
     #[test]
+    fn secrets_source_forms() {
+        let prod = src("secretsmanager:prod/");
+        assert_eq!(prod, src("sm:prod"));
+        assert_eq!(prod.dialect, Dialect::SecretsManager);
+        assert_eq!(prod.full_name("db"), "prod/db");
+        assert_eq!(prod.relative("prod/db/password"), Some("db/password"));
+        assert_eq!(prod.relative("production/x"), None);
+        let all = src("sm:");
+        assert_eq!(all.full_name("prod/db"), "prod/db");
+        assert_eq!(all.relative("prod/db"), Some("prod/db"));
+        assert_eq!(
+            all.relative("/rooted"),
+            None,
+            "an empty level cannot be a path"
+        );
+        assert_eq!(all.relative("a@b+c=d"), Some("a@b+c=d"));
+        assert!("sm:bad name".parse::<Source>().is_err());
+    }
+
+    #[test]
     fn relative_names_stay_inside_the_source() {
-        let p = ssm("/app");
+        let p = src("/app");
         assert_eq!(p.relative("/app/db/password"), Some("db/password"));
         assert_eq!(p.relative("/application/x"), None);
         assert_eq!(p.relative("/app"), None);
-        assert_eq!(ssm("/").relative("/x/y"), Some("x/y"));
+        assert_eq!(src("/").relative("/x/y"), Some("x/y"));
     }
 
     #[test]
     fn lookup_names() {
-        fn n(s: &str, root: bool) -> Name<'_> {
-            Name::parse(OsStr::new(s), root)
-        }
+        let ssm = src("/app");
+        let n = |s: &'static str, root| Name::parse(OsStr::new(s), root, &ssm);
         assert_eq!(n(".refresh", false), Name::Control(".refresh"));
         assert_eq!(n(".stats", true), Name::Control(".stats"));
         assert_eq!(n(".stats", false), Name::Entry(".stats"));
@@ -270,19 +344,31 @@ mod tests {
         assert_eq!(n("%", false), Name::Invalid);
         assert_eq!(n("a b", false), Name::Invalid);
         assert_eq!(n("a%b", false), Name::Invalid);
+        assert_eq!(n("a@b", false), Name::Invalid, "not an SSM name");
+        let sm = src("sm:prod");
+        assert_eq!(
+            Name::parse(OsStr::new("a@b"), false, &sm),
+            Name::Entry("a@b")
+        );
     }
 
     #[test]
-    fn selectors() {
-        fn n(s: &str) -> Name<'_> {
-            Name::parse(OsStr::new(s), false)
-        }
-        assert_eq!(n("db:2"), Name::Pinned("db", Selector::Version(2)));
-        assert_eq!(n("db:prod"), Name::Pinned("db", Selector::Label("prod")));
+    fn ssm_selectors() {
+        let ssm = src("/app");
+        let n = |s: &str| match Name::parse(OsStr::new(s), false, &ssm) {
+            Name::Pinned(base, sel) => Some((base.to_string(), sel.is_version(), sel.to_string())),
+            _ => None,
+        };
+        assert_eq!(n("db:2"), Some(("db".into(), true, "2".into())));
+        assert_eq!(n("db:prod"), Some(("db".into(), false, "prod".into())));
         assert_eq!(
             n("db:Prod-1.x_y"),
-            Name::Pinned("db", Selector::Label("Prod-1.x_y"))
+            Some(("db".into(), false, "Prod-1.x_y".into()))
         );
+        // SSM's label rules allow a leading '-': `a:-1` is the label "-1", not a version.
+        assert_eq!(n("a:-1"), Some(("a".into(), false, "-1".into())));
+        let long = format!("a:{}", "l".repeat(100));
+        assert!(n(&long).is_some());
         for bad in [
             "a:",
             ":1",
@@ -296,13 +382,21 @@ mod tests {
             "a%:1",
             &format!("a:{}", "l".repeat(101)),
         ] {
-            assert_eq!(n(bad), Name::Invalid, "{bad}");
+            assert_eq!(n(bad), None, "{bad}");
         }
-        // SSM's label rules allow a leading '-': `a:-1` is the label "-1", not a version.
-        assert_eq!(n("a:-1"), Name::Pinned("a", Selector::Label("-1")));
-        assert_eq!(
-            n(&format!("a:{}", "l".repeat(100))),
-            Name::Pinned("a", Selector::Label(&"l".repeat(100)))
-        );
+    }
+
+    #[test]
+    fn secrets_selectors() {
+        let sm = src("sm:prod");
+        let n = |s: &str| match Name::parse(OsStr::new(s), false, &sm) {
+            Name::Pinned(_, sel) => Some((sel.is_version(), sel.to_string())),
+            _ => None,
+        };
+        assert_eq!(n("db:AWSPREVIOUS"), Some((false, "AWSPREVIOUS".into())));
+        let id = "5da8a986-1aa3-4497-97aa-58a3e89756f3";
+        assert_eq!(n(&format!("db:{id}")), Some((true, id.into())));
+        assert_eq!(n("db:"), None);
+        assert_eq!(n(&format!("db:{}", "x".repeat(257))), None);
     }
 }

@@ -6,12 +6,14 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
-use crate::backend::Op;
+use std::sync::Arc;
+
+use crate::backend::ApiCalls;
 
 #[derive(Default)]
 pub struct Stats {
-    pub get_parameters_by_path: AtomicU64,
-    pub get_parameter: AtomicU64,
+    /// Shared with the backend, which counts each API call it makes.
+    pub calls: Arc<ApiCalls>,
     pub errors: AtomicU64,
     pub throttles: AtomicU64,
     pub hits: AtomicU64,
@@ -21,20 +23,11 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn call(&self, op: Op) {
-        match op {
-            Op::GetParametersByPath => &self.get_parameters_by_path,
-            Op::GetParameter => &self.get_parameter,
+    pub fn new(calls: Arc<ApiCalls>) -> Self {
+        Stats {
+            calls,
+            ..Stats::default()
         }
-        .fetch_add(1, Relaxed);
-    }
-
-    pub fn calls(&self, op: Op) -> u64 {
-        match op {
-            Op::GetParametersByPath => &self.get_parameters_by_path,
-            Op::GetParameter => &self.get_parameter,
-        }
-        .load(Relaxed)
     }
 
     pub fn bump(counter: &AtomicU64) {
@@ -43,9 +36,11 @@ impl Stats {
 
     /// The counters as a JSON document, ending in a newline.
     pub fn to_json(&self, last_good_refresh: Option<Instant>) -> Vec<u8> {
-        let calls: serde_json::Map<String, serde_json::Value> = Op::ALL
-            .iter()
-            .map(|op| (op.as_str().to_string(), self.calls(*op).into()))
+        let calls: serde_json::Map<String, serde_json::Value> = self
+            .calls
+            .snapshot()
+            .into_iter()
+            .map(|(op, n)| (op.to_string(), n.into()))
             .collect();
         let doc = serde_json::json!({
             "api_calls": calls,

@@ -60,7 +60,7 @@ pub enum Node {
     File {
         dir: String,
         name: String,
-        version: i64,
+        version: String,
     },
     Refresh {
         dir: String,
@@ -131,10 +131,10 @@ pub struct Tree {
     retired: HashMap<Ino, Arc<Cached>>,
     /// Versions fetched through a selector (`name:3`, `name:label`), by (dir, name, version).
     /// A version never changes, so these never expire.
-    pinned: HashMap<(String, String, i64), Arc<Cached>>,
+    pinned: HashMap<(String, String, String), Arc<Cached>>,
     /// What each selector resolved to, by (dir, name, selector), and when: a version, or
     /// `None` for a version or label that does not exist.
-    selectors: HashMap<(String, String, String), (Option<i64>, Instant)>,
+    selectors: HashMap<(String, String, String), (Option<String>, Instant)>,
     /// `.stats` snapshots the kernel may hold; the newest is also the one listings show.
     snapshots: HashMap<Ino, Arc<Snapshot>>,
     newest_snapshot: Option<Ino>,
@@ -168,11 +168,11 @@ impl Tree {
     }
 
     /// The inode of the current version of a parameter.
-    pub fn file_node(&mut self, dir: &str, name: &str, version: i64) -> Ino {
+    pub fn file_node(&mut self, dir: &str, name: &str, version: &str) -> Ino {
         self.ino(Node::File {
             dir: dir.to_string(),
             name: name.to_string(),
-            version,
+            version: version.to_string(),
         })
     }
 
@@ -238,20 +238,20 @@ impl Tree {
             return Some(c.clone());
         }
         match self.node(ino)? {
-            Node::File { dir, name, version } => self.find_version(dir, name, *version),
+            Node::File { dir, name, version } => self.find_version(dir, name, version),
             _ => None,
         }
     }
 
     /// A version of a parameter, current or pinned.
-    pub fn find_version(&self, dir: &str, name: &str, version: i64) -> Option<Arc<Cached>> {
+    pub fn find_version(&self, dir: &str, name: &str, version: &str) -> Option<Arc<Cached>> {
         if let Some(c) = self.dirs.get(dir).and_then(|d| d.files.get(name)) {
             if c.param.version == version {
                 return Some(c.clone());
             }
         }
         self.pinned
-            .get(&(dir.to_string(), name.to_string(), version))
+            .get(&(dir.to_string(), name.to_string(), version.to_string()))
             .cloned()
     }
 
@@ -261,10 +261,10 @@ impl Tree {
         dir: &str,
         name: &str,
         selector: &str,
-    ) -> Option<(Option<i64>, Instant)> {
+    ) -> Option<(Option<String>, Instant)> {
         self.selectors
             .get(&(dir.to_string(), name.to_string(), selector.to_string()))
-            .copied()
+            .cloned()
     }
 
     /// Records the answer of a `GetParameter(name:selector)`.
@@ -278,12 +278,12 @@ impl Tree {
     ) -> Vec<Inval> {
         let mut invals = Vec::new();
         let key = (dir.to_string(), name.to_string(), selector.to_string());
-        let version = found.as_ref().map(|p| p.version);
+        let version = found.as_ref().map(|p| p.version.clone());
         if self.selectors.len() >= MAX_NEGATIVE * 4 {
             // Bound memory against endless distinct selectors: forget what can be asked again.
             self.selectors.retain(|_, (v, _)| v.is_some());
         }
-        if let Some((old, _)) = self.selectors.insert(key, (version, at)) {
+        if let Some((old, _)) = self.selectors.insert(key, (version.clone(), at)) {
             if old != version {
                 // A label moved: its name now shows another version.
                 if let Some(p) = self.dir_ino(dir) {
@@ -295,7 +295,7 @@ impl Tree {
             }
         }
         if let Some(p) = found {
-            let key = (dir.to_string(), name.to_string(), p.version);
+            let key = (dir.to_string(), name.to_string(), p.version.clone());
             self.pinned.insert(
                 key,
                 Arc::new(Cached {
@@ -336,7 +336,7 @@ impl Tree {
         let node = Node::File {
             dir: dir.to_string(),
             name: name.to_string(),
-            version: old.param.version,
+            version: old.param.version.clone(),
         };
         let Some(ino) = self.known_ino(&node) else {
             return;
@@ -446,7 +446,7 @@ impl Tree {
         &mut self,
         top: &str,
         params: Vec<Param>,
-        prefix: &crate::names::SsmPath,
+        prefix: &crate::names::Source,
         at: Instant,
     ) -> Vec<Inval> {
         let mut invals = Vec::new();
@@ -472,11 +472,10 @@ impl Tree {
                 fresh_dirs.entry(child.clone()).or_default();
                 child = parent.to_string();
             }
-            fresh_dirs
-                .entry(dir.to_string())
-                .or_default()
-                .0
-                .insert(name.to_string(), p);
+            let files = &mut fresh_dirs.entry(dir.to_string()).or_default().0;
+            if !(p.derived && files.get(name).is_some_and(|f| !f.derived)) {
+                files.insert(name.to_string(), p);
+            }
         }
         let empty = fresh_dirs
             .get(top)
@@ -516,7 +515,7 @@ impl Tree {
         &mut self,
         dir: &str,
         params: Vec<Param>,
-        prefix: &crate::names::SsmPath,
+        prefix: &crate::names::Source,
         at: Instant,
     ) -> Vec<Inval> {
         let mut invals = Vec::new();
@@ -558,7 +557,7 @@ impl Tree {
     pub fn apply_seen(
         &mut self,
         params: Vec<Param>,
-        prefix: &crate::names::SsmPath,
+        prefix: &crate::names::Source,
         at: Instant,
     ) -> Vec<Inval> {
         let mut invals = Vec::new();
@@ -732,6 +731,8 @@ impl Tree {
         });
         let replaced = match d.files.get(name) {
             Some(old) if old.fetched_at > at => return,
+            // A key of a JSON secret never hides a real secret of the same name.
+            Some(old) if new.param.derived && !old.param.derived => return,
             // The same version: only the fetch time moves on.
             Some(old) if old.param.version == new.param.version => None,
             Some(old) => Some(old.clone()),

@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::Semaphore;
 
-use super::{Backend, BackendError, Op, Page, Param};
+use super::ssm::ssm_param;
+use super::{ApiCalls, Backend, BackendError, Op, Page, Param};
 use crate::content::{Content, ParamType};
 
 const PAGE_SIZE: usize = 10;
@@ -28,7 +29,6 @@ struct Inner {
     history: HashMap<String, Vec<Stored>>,
     /// (name, label) → version.
     labels: HashMap<(String, String), i64>,
-    calls: HashMap<Op, u64>,
     fail_with: Option<BackendError>,
 }
 
@@ -36,8 +36,11 @@ struct Inner {
 #[derive(Clone, Default)]
 pub struct MemoryBackend {
     inner: Arc<Mutex<Inner>>,
+    calls: Arc<ApiCalls>,
     /// When set, every call waits for a permit first (tests release them one by one).
     gate: Arc<Mutex<Option<Arc<Semaphore>>>>,
+    /// Plays a backend whose `get_parameter` cannot answer for every listed name.
+    lists_only: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl MemoryBackend {
@@ -78,18 +81,18 @@ impl MemoryBackend {
 
     /// Calls made so far of one operation.
     pub fn calls(&self, op: Op) -> u64 {
-        self.inner
-            .lock()
-            .unwrap()
-            .calls
-            .get(&op)
-            .copied()
-            .unwrap_or(0)
+        self.calls.get(op)
     }
 
     /// Calls made so far of every operation.
     pub fn total_calls(&self) -> u64 {
-        self.inner.lock().unwrap().calls.values().sum()
+        self.calls.total()
+    }
+
+    /// Makes the backend say that only listings answer for every name (as a filtered one does).
+    pub fn set_lists_only(&self, yes: bool) {
+        self.lists_only
+            .store(yes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Makes every call fail with `err` until `None` is set.
@@ -105,7 +108,7 @@ impl MemoryBackend {
     }
 
     async fn enter(&self, op: Op) -> Result<(), BackendError> {
-        *self.inner.lock().unwrap().calls.entry(op).or_default() += 1;
+        self.calls.count(op);
         let gate = self.gate.lock().unwrap().clone();
         if let Some(sem) = gate {
             sem.acquire().await.expect("gate closed").forget();
@@ -118,18 +121,26 @@ impl MemoryBackend {
 }
 
 fn to_param(name: &str, s: &Stored) -> Param {
-    Param {
-        name: name.to_string(),
-        kind: s.kind,
-        content: Content::render(s.kind, s.value.clone()),
-        version: s.version,
-        last_modified: s.modified,
-        arn: format!("arn:aws:ssm:us-east-1:123456789012:parameter{name}"),
-        data_type: "text".to_string(),
-    }
+    ssm_param(
+        name.to_string(),
+        s.kind,
+        Content::render(s.kind, s.value.clone()),
+        s.version,
+        s.modified,
+        format!("arn:aws:ssm:us-east-1:123456789012:parameter{name}"),
+        "text".to_string(),
+    )
 }
 
 impl Backend for MemoryBackend {
+    fn api_calls(&self) -> Arc<ApiCalls> {
+        self.calls.clone()
+    }
+
+    fn gets_every_name(&self) -> bool {
+        !self.lists_only.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     async fn get_parameters_by_path(
         &self,
         path: &str,

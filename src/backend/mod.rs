@@ -10,22 +10,31 @@
 use std::future::Future;
 use std::time::SystemTime;
 
-use crate::content::{Content, ParamType};
+use crate::content::Content;
 
 pub mod memory;
+pub mod secrets;
 pub mod ssm;
 
-/// One parameter as fetched, with its value rendered to file content.
-#[derive(Debug)]
+/// One parameter or secret as fetched, with its value rendered to file content.
+#[derive(Clone, Debug)]
 pub struct Param {
-    /// Full SSM name, e.g. `/app/db/password`.
+    /// Full name, e.g. `/app/db/password` or `prod/db`.
     pub name: String,
-    pub kind: ParamType,
     pub content: Content,
-    pub version: i64,
-    pub last_modified: SystemTime,
-    pub arn: String,
-    pub data_type: String,
+    /// The version this content is, as the service names it (SSM: "3"; Secrets Manager: a
+    /// VersionId). Content never changes within a version.
+    pub version: String,
+    /// Readable by the owner only (SecureString parameters, secrets).
+    pub secret: bool,
+    pub modified: SystemTime,
+    /// Metadata shown as extended attributes (`user.ssm.*`, `user.sm.*`), as fetched.
+    pub xattrs: Vec<(&'static str, String)>,
+    /// Why the value could not be read (an AWS error code), if it could not: the name is shown
+    /// and reads fail with EACCES.
+    pub unreadable: Option<String>,
+    /// Made from another value (a key of a JSON secret); a real entry of the same name wins.
+    pub derived: bool,
 }
 
 /// One page of a listing. A page may be empty and still carry a token: keep paging until there
@@ -66,25 +75,61 @@ impl BackendError {
 }
 
 /// The API calls ssmfs makes, for counting.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Op {
     GetParametersByPath,
     GetParameter,
+    ListSecrets,
+    BatchGetSecretValue,
+    GetSecretValue,
 }
 
 impl Op {
-    pub const ALL: [Op; 2] = [Op::GetParametersByPath, Op::GetParameter];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Op::GetParametersByPath => "GetParametersByPath",
             Op::GetParameter => "GetParameter",
+            Op::ListSecrets => "ListSecrets",
+            Op::BatchGetSecretValue => "BatchGetSecretValue",
+            Op::GetSecretValue => "GetSecretValue",
         }
+    }
+}
+
+/// Counts of the API calls a backend made, by operation. Shared with the core, which shows
+/// them in `.stats`.
+#[derive(Debug, Default)]
+pub struct ApiCalls(std::sync::Mutex<std::collections::BTreeMap<Op, u64>>);
+
+impl ApiCalls {
+    pub fn count(&self, op: Op) {
+        *self.0.lock().unwrap().entry(op).or_default() += 1;
+    }
+
+    pub fn get(&self, op: Op) -> u64 {
+        self.0.lock().unwrap().get(&op).copied().unwrap_or(0)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.lock().unwrap().values().sum()
+    }
+
+    /// The operations called so far, by name.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(op, n)| (op.as_str(), *n))
+            .collect()
     }
 }
 
 /// A source of parameters. `path` is an SSM hierarchy path (`/app`, or `/` for all).
 pub trait Backend: Send + Sync + 'static {
+    /// The counts of the API calls this backend made.
+    fn api_calls(&self) -> std::sync::Arc<ApiCalls>;
+
     /// One page of `GetParametersByPath(path, recursive)`, at most 10 parameters.
     fn get_parameters_by_path(
         &self,
@@ -93,9 +138,16 @@ pub trait Backend: Send + Sync + 'static {
         next_token: Option<String>,
     ) -> impl Future<Output = Result<Page, BackendError>> + Send;
 
-    /// `GetParameter(name)`; `Ok(None)` when the parameter does not exist.
+    /// `GetParameter(name)`, where `name` may end in a selector (`:3`, `:label`); `Ok(None)`
+    /// when the parameter or that version does not exist.
     fn get_parameter(
         &self,
         name: &str,
     ) -> impl Future<Output = Result<Option<Param>, BackendError>> + Send;
+
+    /// Whether `get_parameter` answers for every name a listing can show. When it cannot (the
+    /// listing is filtered, or shows keys of JSON secrets), the core lists instead.
+    fn gets_every_name(&self) -> bool {
+        true
+    }
 }

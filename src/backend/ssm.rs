@@ -11,7 +11,9 @@ use aws_sdk_ssm::types::{ParameterStringFilter, ParameterType};
 use aws_sdk_ssm::Client;
 use zeroize::Zeroize;
 
-use super::{Backend, BackendError, Page, Param};
+use std::sync::Arc;
+
+use super::{ApiCalls, Backend, BackendError, Op, Page, Param};
 use crate::content::{Content, ParamType};
 use crate::filter::{grouped, Filter};
 
@@ -20,6 +22,7 @@ const MAX_RESULTS: i32 = 10;
 
 pub struct SsmBackend {
     client: Client,
+    calls: Arc<ApiCalls>,
     decrypt: bool,
     filters: Option<Vec<ParameterStringFilter>>,
 }
@@ -39,6 +42,7 @@ impl SsmBackend {
             .collect();
         SsmBackend {
             client: Client::new(config),
+            calls: Arc::default(),
             decrypt,
             filters: (!filters.is_empty()).then_some(filters),
         }
@@ -46,12 +50,22 @@ impl SsmBackend {
 }
 
 impl Backend for SsmBackend {
+    fn api_calls(&self) -> Arc<ApiCalls> {
+        self.calls.clone()
+    }
+
+    fn gets_every_name(&self) -> bool {
+        // GetParameter cannot apply the listing's filters.
+        self.filters.is_none()
+    }
+
     async fn get_parameters_by_path(
         &self,
         path: &str,
         recursive: bool,
         next_token: Option<String>,
     ) -> Result<Page, BackendError> {
+        self.calls.count(Op::GetParametersByPath);
         let out = self
             .client
             .get_parameters_by_path()
@@ -75,6 +89,7 @@ impl Backend for SsmBackend {
     }
 
     async fn get_parameter(&self, name: &str) -> Result<Option<Param>, BackendError> {
+        self.calls.count(Op::GetParameter);
         match self
             .client
             .get_parameter()
@@ -114,22 +129,61 @@ fn convert(mut p: aws_sdk_ssm::types::Parameter) -> Option<Param> {
     if let Some(v) = p.source_result.as_mut() {
         v.zeroize();
     }
-    Some(Param {
-        name: p.name.take()?,
-        kind,
-        content,
-        version: p.version,
-        last_modified: p
-            .last_modified_date
-            .and_then(|d| SystemTime::try_from(d).ok())
-            .unwrap_or(SystemTime::UNIX_EPOCH),
-        arn: p.arn.take().unwrap_or_default(),
-        data_type: p.data_type.take().unwrap_or_else(|| "text".to_string()),
-    })
+    let modified = p.last_modified_date.map_or(SystemTime::UNIX_EPOCH, |d| {
+        SystemTime::try_from(d).unwrap_or(SystemTime::UNIX_EPOCH)
+    });
+    let name = p.name.take()?;
+    let arn = p.arn.take().unwrap_or_default();
+    let data_type = p.data_type.take().unwrap_or_else(|| "text".to_string());
+    Some(ssm_param(
+        name, kind, content, p.version, modified, arn, data_type,
+    ))
 }
 
-/// Sorts an SDK error into the classes the core acts on.
+/// A parameter with SSM's metadata as `user.ssm.*` attributes.
+pub fn ssm_param(
+    name: String,
+    kind: ParamType,
+    content: Content,
+    version: i64,
+    modified: SystemTime,
+    arn: String,
+    data_type: String,
+) -> Param {
+    Param {
+        name,
+        content,
+        version: version.to_string(),
+        secret: kind == ParamType::SecureString,
+        modified,
+        xattrs: vec![
+            ("user.ssm.arn", arn),
+            ("user.ssm.data_type", data_type),
+            ("user.ssm.last_modified", rfc3339(modified)),
+            ("user.ssm.type", kind.as_str().to_string()),
+            ("user.ssm.version", version.to_string()),
+        ],
+        unreadable: None,
+        derived: false,
+    }
+}
+
+/// A time as RFC 3339, in UTC.
+pub fn rfc3339(t: SystemTime) -> String {
+    aws_smithy_types::DateTime::from(t)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_default()
+}
+
 fn classify<E>(err: SdkError<E, HttpResponse>) -> BackendError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    classify_status(err)
+}
+
+/// Sorts an SDK error (of any AWS service) into the classes the core acts on.
+pub fn classify_status<E>(err: SdkError<E, HttpResponse>) -> BackendError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {

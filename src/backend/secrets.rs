@@ -1,0 +1,403 @@
+//! The AWS Secrets Manager backend, on `aws-sdk-secretsmanager`: secrets as a tree of files.
+//!
+//! A listing is `ListSecrets` (names, and the VersionId each has as AWSCURRENT, 100 a page)
+//! followed by `BatchGetSecretValue` for the secrets whose current version is not already held
+//! (20 a call). So a cold prefix of 45 secrets costs one listing and three value calls, and a
+//! refresh in which nothing changed costs the listing alone.
+//!
+//! A secret whose value is a JSON object is also shown as a directory of its keys (strings raw,
+//! other values as JSON text, nested objects as subdirectories): each key is a *derived* entry
+//! named `SECRET/KEY`, so the core's rule for a name that is both a file and a directory applies
+//! (`db` is the directory, `db%` the whole secret).
+//!
+//! Promises: a secret that cannot be read (access denied, a KMS error) is shown, reads as EACCES,
+//! and is reported once in the log; it never breaks the rest of the mount. Errors carry AWS's
+//! error code and message, never a value.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use aws_sdk_secretsmanager::config::http::HttpResponse;
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+use aws_sdk_secretsmanager::Client;
+use tracing::warn;
+use zeroize::Zeroize;
+
+use super::ssm::{classify_status, rfc3339};
+use super::{ApiCalls, Backend, BackendError, Op, Page, Param};
+use crate::content::Content;
+
+/// Secrets Manager's largest page for ListSecrets.
+const LIST_PAGE: i32 = 100;
+/// Secrets Manager's largest batch for BatchGetSecretValue.
+const BATCH: usize = 20;
+/// The staging label of a secret's current version.
+const CURRENT: &str = "AWSCURRENT";
+
+pub struct SecretsBackend {
+    client: Client,
+    calls: Arc<ApiCalls>,
+    expand_json: bool,
+    /// The entries made from each secret's current version, by secret name: what a listing
+    /// reuses when the version has not changed.
+    held: Mutex<HashMap<String, Vec<Param>>>,
+    /// (secret, error code) already reported, so that each problem is logged once.
+    reported: Mutex<HashSet<(String, String)>>,
+}
+
+impl SecretsBackend {
+    pub fn new(config: &aws_config::SdkConfig, expand_json: bool) -> Self {
+        SecretsBackend {
+            client: Client::new(config),
+            calls: Arc::default(),
+            expand_json,
+            held: Mutex::default(),
+            reported: Mutex::default(),
+        }
+    }
+
+    /// Fetches the current values of `names` (at most 20), keyed by name.
+    async fn batch_get(
+        &self,
+        names: Vec<String>,
+    ) -> Result<HashMap<String, Vec<Param>>, BackendError> {
+        self.calls.count(Op::BatchGetSecretValue);
+        let out = self
+            .client
+            .batch_get_secret_value()
+            .set_secret_id_list(Some(names))
+            .send()
+            .await
+            .map_err(classify)?;
+        let mut got = HashMap::new();
+        for mut entry in out.secret_values.unwrap_or_default() {
+            let Some(name) = entry.name.take() else {
+                continue;
+            };
+            let value = Value {
+                string: entry.secret_string.take(),
+                binary: entry.secret_binary.take().map(|b| b.into_inner()),
+            };
+            let meta = Meta {
+                arn: entry.arn.take().unwrap_or_default(),
+                version_id: entry.version_id.take().unwrap_or_default(),
+                stages: entry.version_stages.take().unwrap_or_default(),
+                created: entry
+                    .created_date
+                    .and_then(|d| SystemTime::try_from(d).ok()),
+            };
+            got.insert(name.clone(), self.entries(name, value, meta));
+        }
+        for err in out.errors.unwrap_or_default() {
+            let (Some(name), Some(code)) = (err.secret_id, err.error_code) else {
+                continue;
+            };
+            if self
+                .reported
+                .lock()
+                .unwrap()
+                .insert((name.clone(), code.clone()))
+            {
+                warn!(secret = %name, error = %code, "secret cannot be read; it reads as EACCES");
+            }
+            got.insert(name.clone(), vec![unreadable(name, code)]);
+        }
+        Ok(got)
+    }
+
+    /// The entries one secret value makes: the secret itself, and its keys if it is a JSON
+    /// object and expansion is on.
+    fn entries(&self, name: String, mut value: Value, meta: Meta) -> Vec<Param> {
+        let modified = meta.created.unwrap_or(SystemTime::UNIX_EPOCH);
+        let xattrs = vec![
+            ("user.sm.arn", meta.arn),
+            ("user.sm.created", rfc3339(modified)),
+            ("user.sm.stages", meta.stages.join(",")),
+            ("user.sm.version_id", meta.version_id.clone()),
+        ];
+        let entry = |name: String, content: Content, derived: bool| Param {
+            name,
+            content,
+            version: meta.version_id.clone(),
+            secret: true,
+            modified,
+            xattrs: xattrs.clone(),
+            unreadable: None,
+            derived,
+        };
+        let mut out = Vec::new();
+        if let (true, Some(text)) = (self.expand_json, &value.string) {
+            for (key, bytes) in expand_json(&name, text.as_bytes()) {
+                out.push(entry(key, Content::from(bytes), true));
+            }
+        }
+        let raw = match (value.string.take(), value.binary.take()) {
+            (Some(s), _) => s.into_bytes(),
+            (None, Some(b)) => b,
+            (None, None) => Vec::new(),
+        };
+        out.insert(0, entry(name, Content::from(raw), false));
+        out
+    }
+
+    fn keep(path: &str, name: &str, recursive: bool) -> bool {
+        if path.is_empty() {
+            return recursive || !name.contains('/');
+        }
+        match name.strip_prefix(path) {
+            Some("") => true,
+            Some(rest) => rest
+                .strip_prefix('/')
+                .is_some_and(|r| recursive || !r.contains('/')),
+            None => false,
+        }
+    }
+}
+
+/// A secret's value as fetched; zeroed when dropped.
+struct Value {
+    string: Option<String>,
+    binary: Option<Vec<u8>>,
+}
+
+impl Drop for Value {
+    fn drop(&mut self) {
+        self.string.zeroize();
+        self.binary.zeroize();
+    }
+}
+
+struct Meta {
+    arn: String,
+    version_id: String,
+    stages: Vec<String>,
+    created: Option<SystemTime>,
+}
+
+fn unreadable(name: String, code: String) -> Param {
+    Param {
+        name,
+        content: Content::default(),
+        version: format!("unreadable:{code}"),
+        secret: true,
+        modified: SystemTime::UNIX_EPOCH,
+        xattrs: Vec::new(),
+        unreadable: Some(code),
+        derived: false,
+    }
+}
+
+/// The keys of a JSON object secret as (full name, content): strings raw, numbers, booleans,
+/// null and arrays as JSON text, objects as directories. Keys that cannot be one level of a path
+/// (empty, `.`, `..`, or holding characters a secret name cannot have) are left out, so that
+/// every key shown has exactly one name. Not an object: nothing.
+pub fn expand_json(name: &str, text: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(text) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut stack = vec![(name.to_string(), map)];
+    while let Some((prefix, map)) = stack.pop() {
+        for (key, value) in map {
+            let valid = !key.is_empty()
+                && key != "."
+                && key != ".."
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-+=@".contains(&b));
+            if !valid {
+                continue;
+            }
+            let full = format!("{prefix}/{key}");
+            match value {
+                serde_json::Value::String(s) => out.push((full, s.into_bytes())),
+                serde_json::Value::Object(inner) => stack.push((full, inner)),
+                other => out.push((full, other.to_string().into_bytes())),
+            }
+        }
+    }
+    out
+}
+
+impl Backend for SecretsBackend {
+    fn api_calls(&self) -> Arc<ApiCalls> {
+        self.calls.clone()
+    }
+
+    /// Keys of JSON secrets exist only inside their secret's value: only listings find them.
+    fn gets_every_name(&self) -> bool {
+        !self.expand_json
+    }
+
+    /// One page of the secrets at or below `path`, with their values. The secret named `path`
+    /// itself is included: its JSON keys are entries of the directory `path`.
+    async fn get_parameters_by_path(
+        &self,
+        path: &str,
+        recursive: bool,
+        next_token: Option<String>,
+    ) -> Result<Page, BackendError> {
+        self.calls.count(Op::ListSecrets);
+        let mut request = self
+            .client
+            .list_secrets()
+            .max_results(LIST_PAGE)
+            .set_next_token(next_token);
+        if !path.is_empty() {
+            request = request.filters(
+                Filter::builder()
+                    .key(FilterNameStringType::Name)
+                    .values(path)
+                    .build(),
+            );
+        }
+        let out = request.send().await.map_err(classify)?;
+        // The name filter is a prefix match that ignores case: keep exactly what is below path.
+        let listed: Vec<(String, String)> = out
+            .secret_list
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|s| {
+                let current = s
+                    .secret_versions_to_stages?
+                    .into_iter()
+                    .find(|(_, stages)| stages.iter().any(|st| st == CURRENT))?
+                    .0;
+                Some((s.name?, current))
+            })
+            .filter(|(name, _)| Self::keep(path, name, true))
+            .collect();
+
+        let mut fresh: Vec<String> = Vec::new();
+        let mut params = Vec::new();
+        {
+            let held = self.held.lock().unwrap();
+            for (name, version) in &listed {
+                match held.get(name) {
+                    Some(entries) if entries[0].version == *version => {
+                        params.extend(entries.iter().cloned())
+                    }
+                    _ => fresh.push(name.clone()),
+                }
+            }
+        }
+        for chunk in fresh.chunks(BATCH) {
+            let got = self.batch_get(chunk.to_vec()).await?;
+            let mut held = self.held.lock().unwrap();
+            for (name, entries) in got {
+                params.extend(entries.iter().cloned());
+                held.insert(name, entries);
+            }
+        }
+        // Secrets gone from the listing are no longer held.
+        if out.next_token.is_none() && path.is_empty() && recursive {
+            let names: HashSet<&String> = listed.iter().map(|(n, _)| n).collect();
+            self.held.lock().unwrap().retain(|n, _| names.contains(n));
+        }
+        params.retain(|p| p.name == path || Self::keep(path, &p.name, recursive));
+        Ok(Page {
+            params,
+            next_token: out.next_token,
+        })
+    }
+
+    /// `GetSecretValue`: `name` alone is the current version; `name:LABEL` a staging label;
+    /// `name:VERSIONID` a version.
+    async fn get_parameter(&self, name: &str) -> Result<Option<Param>, BackendError> {
+        self.calls.count(Op::GetSecretValue);
+        let (id, selector) = match name.split_once(':') {
+            Some((id, sel)) => (id, Some(sel)),
+            None => (name, None),
+        };
+        let mut request = self.client.get_secret_value().secret_id(id);
+        request = match selector {
+            Some(sel) if matches!(crate::names::Selector::parse_secrets(sel), Some(s) if s.is_version()) => {
+                request.version_id(sel)
+            }
+            Some(label) => request.version_stage(label),
+            None => request,
+        };
+        match request.send().await {
+            Ok(mut out) => {
+                let value = Value {
+                    string: out.secret_string.take(),
+                    binary: out.secret_binary.take().map(|b| b.into_inner()),
+                };
+                let meta = Meta {
+                    arn: out.arn.take().unwrap_or_default(),
+                    version_id: out.version_id.take().unwrap_or_default(),
+                    stages: out.version_stages.take().unwrap_or_default(),
+                    created: out.created_date.and_then(|d| SystemTime::try_from(d).ok()),
+                };
+                let name = out.name.take().unwrap_or_else(|| id.to_string());
+                Ok(self.entries(name, value, meta).into_iter().next())
+            }
+            Err(err) if err.code() == Some("ResourceNotFoundException") => Ok(None),
+            Err(err) => Err(classify(err)),
+        }
+    }
+}
+
+fn classify<E>(err: SdkError<E, HttpResponse>) -> BackendError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    classify_status(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_objects_become_keys() {
+        let text = br#"{"username":"app","password":"pw","port":5432,"on":true,"none":null,
+            "list":[1,2],"nested":{"a":{"b":"deep"}},"bad/key":"x","..":"y","":"z","a b":"w"}"#;
+        let mut got = expand_json("prod/db", text);
+        got.sort();
+        let got: Vec<(&str, &str)> = got
+            .iter()
+            .map(|(n, v)| (n.as_str(), std::str::from_utf8(v).unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("prod/db/list", "[1,2]"),
+                ("prod/db/nested/a/b", "deep"),
+                ("prod/db/none", "null"),
+                ("prod/db/on", "true"),
+                ("prod/db/password", "pw"),
+                ("prod/db/port", "5432"),
+                ("prod/db/username", "app"),
+            ]
+        );
+    }
+
+    #[test]
+    fn other_values_are_not_expanded() {
+        assert!(expand_json("s", b"plain text").is_empty());
+        assert!(expand_json("s", b"[1,2]").is_empty());
+        assert!(expand_json("s", b"\"a string\"").is_empty());
+        assert!(expand_json("s", b"{}").is_empty());
+    }
+
+    #[test]
+    fn listings_keep_what_is_below_the_path() {
+        assert!(
+            SecretsBackend::keep("prod", "prod", true),
+            "the secret named path itself"
+        );
+        assert!(SecretsBackend::keep("prod", "prod/db", false));
+        assert!(!SecretsBackend::keep("prod", "prod/db/x", false));
+        assert!(SecretsBackend::keep("prod", "prod/db/x", true));
+        assert!(!SecretsBackend::keep("prod", "production/x", true));
+        assert!(
+            !SecretsBackend::keep("prod", "PROD/x", true),
+            "the filter ignores case; we do not"
+        );
+        assert!(SecretsBackend::keep("", "a", false));
+        assert!(!SecretsBackend::keep("", "a/b", false));
+    }
+}
