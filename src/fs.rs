@@ -575,16 +575,12 @@ impl<B: Backend> Fs<B> {
                 path: split(&path).0.to_string(),
             })
         };
+        // `.`, `..` and `.stats` have fixed places: `.stats` gets a new inode at every lookup, so
+        // its inode cannot say where it stands in a listing.
         let mut entries = vec![
             (ino, Kind::Dir, ".".to_string()),
             (parent_ino, Kind::Dir, "..".to_string()),
         ];
-        let mut children = Vec::with_capacity(subdirs.len() + files.len() + 2);
-        children.push((
-            tree.ino(Node::Refresh { dir: path.clone() }),
-            Kind::File,
-            REFRESH.to_string(),
-        ));
         if path.is_empty() {
             let ino = match tree.newest_snapshot() {
                 Some(ino) => ino,
@@ -593,8 +589,15 @@ impl<B: Backend> Fs<B> {
                     tree.new_snapshot(self.stats.to_json(last_good))
                 }
             };
-            children.push((ino, Kind::File, STATS.to_string()));
+            entries.push((ino, Kind::File, STATS.to_string()));
         }
+        let fixed = entries.len();
+        let mut children = Vec::with_capacity(subdirs.len() + files.len() + 1);
+        children.push((
+            tree.ino(Node::Refresh { dir: path.clone() }),
+            Kind::File,
+            REFRESH.to_string(),
+        ));
         for name in subdirs {
             children.push((
                 tree.ino(Node::Dir {
@@ -616,8 +619,8 @@ impl<B: Backend> Fs<B> {
             .enumerate()
             .map(|(i, (ino, kind, name))| DirEntry {
                 ino,
-                // `.` and `..` take offsets 1 and 2; every other entry its inode number + 2.
-                offset: if i < 2 { i as u64 + 1 } else { ino + 2 },
+                // The fixed entries take offsets 1 to 3; every other entry its inode number + 3.
+                offset: if i < fixed { i as u64 + 1 } else { ino + 3 },
                 kind,
                 name,
             })

@@ -624,3 +624,26 @@ async fn a_filtered_mount_never_uses_get_parameter() {
         "GetParameter cannot apply the filters"
     );
 }
+
+#[tokio::test]
+async fn a_listing_that_stats_every_entry_ends() {
+    // `ls -la`: each lookup of `.stats` makes a new snapshot inode; the listing must still end
+    // and show `.stats` once.
+    let b = sample();
+    let fs = started(&b, "/app", LONG).await;
+    let mut offset = 0;
+    let mut seen = Vec::new();
+    loop {
+        let batch = fs.readdir(ROOT, offset).await.unwrap();
+        let Some(first) = batch.first().cloned() else {
+            break;
+        };
+        if first.name != "." && first.name != ".." {
+            fs.lookup(ROOT, OsStr::new(&first.name)).await.unwrap();
+        }
+        seen.push(first.name);
+        offset = first.offset;
+        assert!(seen.len() < 100, "the listing does not end: {seen:?}");
+    }
+    assert_eq!(seen.iter().filter(|n| *n == ".stats").count(), 1);
+}
