@@ -465,6 +465,12 @@ impl<B: Backend> Fs<B> {
         // The parameter's current version; a selector is answered only for a parameter the
         // mount shows (it passes the filters and exists).
         let current = match tree.file(&path, name, fresh) {
+            // Listed, but refused: an empty file would read as empty (the kernel does not ask
+            // for the content of a zero-length file), so the lookup itself fails.
+            Some(Some(cached)) if selector.is_none() && cached.param.unreadable.is_some() => {
+                let code = cached.param.unreadable.clone().unwrap_or_default();
+                return Step::Done(Err(Error::Backend(BackendError::AccessDenied(code))));
+            }
             Some(Some(cached)) => cached,
             Some(None) => return Step::Done(Err(Error::NotFound)),
             None => return Step::Need(self.refresh_plan(tree, &path, name)),

@@ -773,3 +773,51 @@ fn bounded_insert(map: &mut HashMap<String, Instant>, name: &str, at: Instant) {
     }
     map.insert(name.to_string(), at);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::content::Content;
+
+    fn param(name: &str, value: &str, derived: bool) -> Param {
+        Param {
+            name: name.to_string(),
+            content: Content::from(value.as_bytes().to_vec()),
+            version: "1".to_string(),
+            secret: true,
+            modified: std::time::SystemTime::UNIX_EPOCH,
+            xattrs: Vec::new(),
+            unreadable: None,
+            derived,
+        }
+    }
+
+    #[test]
+    fn a_real_secret_wins_over_a_json_key_of_the_same_name() {
+        let source: crate::names::Source = "sm:prod".parse().unwrap();
+        let fresh = Fresh {
+            after: None,
+            since: Instant::now(),
+        };
+        for order in [[true, false], [false, true]] {
+            let mut tree = Tree::new();
+            let params = order
+                .iter()
+                .map(|derived| {
+                    let value = if *derived { "from json" } else { "real" };
+                    param("prod/db/password", value, *derived)
+                })
+                .collect();
+            tree.apply_sweep("", params, &source, Instant::now());
+            let file = tree.file("db", "password", fresh).unwrap().unwrap();
+            assert_eq!(file.param.content.as_bytes(), b"real");
+            tree.apply_seen(
+                vec![param("prod/db/password", "json again", true)],
+                &source,
+                Instant::now(),
+            );
+            let file = tree.file("db", "password", fresh).unwrap().unwrap();
+            assert_eq!(file.param.content.as_bytes(), b"real");
+        }
+    }
+}

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::os::unix::net::UnixDatagram;
@@ -161,11 +163,16 @@ pub struct Mount {
 
 impl Mount {
     pub fn start(moto: &Moto, source: &str, args: &[&str]) -> Mount {
-        Mount::try_start(moto, source, args).unwrap_or_else(|msg| panic!("{msg}"))
+        Mount::start_at(&moto.url(), source, args)
+    }
+
+    /// Mounts against an endpoint URL (moto, or a proxy in front of it).
+    pub fn start_at(url: &str, source: &str, args: &[&str]) -> Mount {
+        Mount::try_start(url, source, args).unwrap_or_else(|msg| panic!("{msg}"))
     }
 
     /// Starts `ssmfs -f` and waits for its READY=1 datagram on NOTIFY_SOCKET.
-    pub fn try_start(moto: &Moto, source: &str, args: &[&str]) -> Result<Mount, String> {
+    pub fn try_start(url: &str, source: &str, args: &[&str]) -> Result<Mount, String> {
         let dir = tempfile::tempdir().unwrap();
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
@@ -177,7 +184,7 @@ impl Mount {
             .arg("-f")
             .arg(source)
             .arg(&mnt)
-            .args(["--endpoint-url", &moto.url()])
+            .args(["--endpoint-url", url])
             .args(args)
             .env("NOTIFY_SOCKET", &sock_path)
             .stdin(Stdio::null())

@@ -1,0 +1,121 @@
+//! A fault-injecting HTTP proxy between ssmfs and moto, owned by the tests: it forwards each
+//! request (one per connection) and can rewrite the response of an operation, named by its
+//! `X-Amz-Target` header.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+type Rewrite = Box<dyn Fn(&str, Vec<u8>) -> Vec<u8> + Send + Sync>;
+
+pub struct Proxy {
+    pub port: u16,
+    rewrite: Arc<Mutex<Option<Rewrite>>>,
+}
+
+impl Proxy {
+    /// Starts forwarding a free loopback port to `upstream` (a port on 127.0.0.1).
+    pub fn start(upstream: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let rewrite: Arc<Mutex<Option<Rewrite>>> = Arc::default();
+        let shared = rewrite.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let rewrite = shared.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(client, upstream, &rewrite);
+                });
+            }
+        });
+        Proxy { port, rewrite }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Rewrites every response body: `f(target, body)` returns the body to send.
+    pub fn rewrite(&self, f: impl Fn(&str, Vec<u8>) -> Vec<u8> + Send + Sync + 'static) {
+        *self.rewrite.lock().unwrap() = Some(Box::new(f));
+    }
+}
+
+/// Reads one HTTP message head (up to the blank line) and the body its Content-Length gives.
+fn read_message(reader: &mut impl BufRead) -> std::io::Result<Option<(Vec<String>, Vec<u8>)>> {
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        let line = line.trim_end().to_string();
+        if line.is_empty() {
+            break;
+        }
+        head.push(line);
+    }
+    let len = head
+        .iter()
+        .find_map(|h| {
+            let (k, v) = h.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body)?;
+    Ok(Some((head, body)))
+}
+
+fn header<'a>(head: &'a [String], name: &str) -> Option<&'a str> {
+    head.iter().find_map(|h| {
+        let (k, v) = h.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+fn write_message(out: &mut impl Write, head: &[String], body: &[u8]) -> std::io::Result<()> {
+    let mut text = String::new();
+    for (i, h) in head.iter().enumerate() {
+        let skip = i > 0
+            && ["content-length", "connection", "transfer-encoding"]
+                .iter()
+                .any(|n| h.to_ascii_lowercase().starts_with(&format!("{n}:")));
+        if !skip {
+            text.push_str(h);
+            text.push_str("\r\n");
+        }
+    }
+    text.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    ));
+    out.write_all(text.as_bytes())?;
+    out.write_all(body)?;
+    out.flush()
+}
+
+fn serve(
+    client: TcpStream,
+    upstream: u16,
+    rewrite: &Mutex<Option<Rewrite>>,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(client.try_clone()?);
+    let Some((head, body)) = read_message(&mut reader)? else {
+        return Ok(());
+    };
+    let target = header(&head, "x-amz-target").unwrap_or("").to_string();
+    let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
+    write_message(&mut up, &head, &body)?;
+    let mut up_reader = BufReader::new(up);
+    let Some((resp_head, resp_body)) = read_message(&mut up_reader)? else {
+        return Ok(());
+    };
+    let resp_body = match rewrite.lock().unwrap().as_ref() {
+        Some(f) => f(&target, resp_body),
+        None => resp_body,
+    };
+    let mut client = client;
+    write_message(&mut client, &resp_head, &resp_body)
+}

@@ -1,0 +1,207 @@
+//! Secrets Manager as a source, on real mounts over moto.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::proxy::Proxy;
+use common::{rt, xattr, Moto, Mount};
+
+fn sm(moto: &Moto) -> aws_sdk_secretsmanager::Client {
+    aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::Config::builder()
+            .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+            .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
+            .endpoint_url(moto.url())
+            .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .build(),
+    )
+}
+
+fn create(c: &aws_sdk_secretsmanager::Client, name: &str, value: &str) {
+    rt().block_on(c.create_secret().name(name).secret_string(value).send())
+        .unwrap_or_else(|e| panic!("create {name}: {e:?}"));
+}
+
+fn create_binary(c: &aws_sdk_secretsmanager::Client, name: &str, value: &[u8]) {
+    rt().block_on(
+        c.create_secret()
+            .name(name)
+            .secret_binary(aws_sdk_secretsmanager::primitives::Blob::new(value))
+            .send(),
+    )
+    .unwrap();
+}
+
+fn put_value(c: &aws_sdk_secretsmanager::Client, name: &str, value: &str) {
+    rt().block_on(
+        c.put_secret_value()
+            .secret_id(name)
+            .secret_string(value)
+            .send(),
+    )
+    .unwrap();
+}
+
+const DB: &str =
+    r#"{"username":"app","password":"pw","port":5432,"tls":true,"nested":{"a":{"b":"deep"}}}"#;
+
+fn seeded() -> (Moto, aws_sdk_secretsmanager::Client) {
+    let moto = Moto::start();
+    let c = sm(&moto);
+    create(&c, "prod/api_key", "k-123");
+    create(&c, "prod/db", DB);
+    create(&c, "prod/team/a@b+c=d", "odd but legal name");
+    create_binary(&c, "prod/cert.der", b"\x00\x01binary\x00\xff");
+    create(&c, "production/other", "not below prod/");
+    create(&c, "dev/x", "not below prod/");
+    (moto, c)
+}
+
+#[test]
+fn secret_names_become_a_tree() {
+    let (moto, _c) = seeded();
+    let m = Mount::start(&moto, "secretsmanager:prod/", &[]);
+    assert_eq!(
+        m.ls(""),
+        [".refresh", ".stats", "api_key", "cert.der", "db", "db%", "team"]
+    );
+    assert_eq!(m.ls("team"), [".refresh", "a@b+c=d"]);
+    assert_eq!(m.read("api_key"), b"k-123");
+    assert_eq!(m.read("team/a@b+c=d"), b"odd but legal name");
+    assert_eq!(
+        m.read("cert.der"),
+        b"\x00\x01binary\x00\xff",
+        "binary secrets as raw bytes"
+    );
+    let mode = std::fs::metadata(m.path("api_key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o400, "secrets are owner-only");
+    drop(m);
+    let all = Mount::start(&moto, "sm:", &[]);
+    assert_eq!(
+        all.ls(""),
+        [".refresh", ".stats", "dev", "prod", "production"]
+    );
+}
+
+#[test]
+fn json_secrets_are_directories_of_their_keys() {
+    let (moto, _c) = seeded();
+    let m = Mount::start(&moto, "sm:prod", &[]);
+    assert_eq!(m.read_str("db%"), DB, "the whole secret");
+    assert_eq!(
+        m.ls("db"),
+        [".refresh", "nested", "password", "port", "tls", "username"]
+    );
+    assert_eq!(m.read("db/password"), b"pw", "strings raw");
+    assert_eq!(m.read("db/port"), b"5432", "numbers as JSON text");
+    assert_eq!(m.read("db/tls"), b"true");
+    assert_eq!(
+        m.read("db/nested/a/b"),
+        b"deep",
+        "nested objects as directories"
+    );
+    drop(m);
+    let m = Mount::start(&moto, "sm:prod", &["--no-json-dirs"]);
+    assert!(m.path("db").is_file());
+    assert_eq!(m.read_str("db"), DB);
+}
+
+#[test]
+fn stages_and_versions_after_a_rotation() {
+    let (moto, c) = seeded();
+    let m = Mount::start(&moto, "sm:prod", &["--max-age", "3600"]);
+    assert_eq!(m.read("api_key"), b"k-123");
+    let first =
+        String::from_utf8(xattr(&m.path("api_key"), "user.sm.version_id").unwrap()).unwrap();
+    put_value(&c, "prod/api_key", "k-456");
+    assert_eq!(m.read("api_key"), b"k-123", "within max-age");
+    m.refresh("").unwrap();
+    assert_eq!(m.read("api_key"), b"k-456");
+    assert_eq!(m.read("api_key:AWSCURRENT"), b"k-456");
+    assert_eq!(m.read("api_key:AWSPREVIOUS"), b"k-123");
+    assert_eq!(
+        m.read(&format!("api_key:{first}")),
+        b"k-123",
+        "a version by its VersionId"
+    );
+    assert!(
+        !m.path("api_key:AWSPENDING").exists(),
+        "no pending version: ENOENT"
+    );
+    let stages = String::from_utf8(xattr(&m.path("api_key"), "user.sm.stages").unwrap()).unwrap();
+    assert_eq!(stages, "AWSCURRENT");
+    let arn = String::from_utf8(xattr(&m.path("api_key"), "user.sm.arn").unwrap()).unwrap();
+    assert!(arn.starts_with("arn:aws:secretsmanager:"), "{arn}");
+    assert!(xattr(&m.path("api_key"), "user.sm.created")
+        .unwrap()
+        .ends_with(b"Z"));
+}
+
+#[test]
+fn a_45_secret_prefix_costs_one_listing_and_three_batches() {
+    let moto = Moto::start();
+    let c = sm(&moto);
+    for i in 0..45 {
+        create(&c, &format!("big/s{i:02}"), &format!("value {i}"));
+    }
+    let m = Mount::start(&moto, "sm:big", &[]);
+    assert_eq!(m.ls("").len(), 45 + 2);
+    assert_eq!(m.read("s44"), b"value 44");
+    let calls = &m.stats()["api_calls"];
+    assert_eq!(calls["ListSecrets"], 1, "{calls}");
+    assert_eq!(calls["BatchGetSecretValue"], 3, "{calls}");
+    assert!(calls["GetSecretValue"].is_null(), "{calls}");
+
+    // A refresh in which nothing changed costs the listing alone; one change, one batch.
+    m.refresh("").unwrap();
+    put_value(&c, "big/s07", "rotated");
+    m.refresh("").unwrap();
+    let calls = &m.stats()["api_calls"];
+    assert_eq!(calls["ListSecrets"], 3, "{calls}");
+    assert_eq!(calls["BatchGetSecretValue"], 4, "{calls}");
+    assert_eq!(m.read("s07"), b"rotated");
+}
+
+#[test]
+fn an_unreadable_secret_is_eacces_and_the_rest_reads() {
+    let (moto, _c) = seeded();
+    // moto does not enforce KMS or IAM per secret, so the proxy turns one secret of each
+    // BatchGetSecretValue answer into a per-secret AccessDenied error, as AWS reports them.
+    let proxy = Proxy::start(moto.port);
+    proxy.rewrite(|target, body| {
+        if !target.ends_with("BatchGetSecretValue") {
+            return body;
+        }
+        let mut doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let values = doc["SecretValues"].as_array_mut().unwrap();
+        if let Some(i) = values.iter().position(|v| v["Name"] == "prod/api_key") {
+            values.remove(i);
+            doc["Errors"] = serde_json::json!([{
+                "SecretId": "prod/api_key",
+                "ErrorCode": "AccessDeniedException",
+                "Message": "not authorized to perform secretsmanager:GetSecretValue"
+            }]);
+        }
+        serde_json::to_vec(&doc).unwrap()
+    });
+    let m = Mount::start_at(&proxy.url(), "sm:prod", &[]);
+    assert!(m.ls("").contains(&"api_key".to_string()), "still listed");
+    let err = std::fs::read(m.path("api_key")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+    assert_eq!(m.read("db/password"), b"pw", "the rest of the mount reads");
+    let _ = std::fs::read(m.path("api_key"));
+    m.refresh("").unwrap();
+    let log = m.log();
+    assert_eq!(
+        log.matches("secret cannot be read").count(),
+        1,
+        "reported once: {log}"
+    );
+}
