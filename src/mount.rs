@@ -19,8 +19,8 @@ use tracing::{info, warn};
 
 use crate::backend::secrets::SecretsBackend;
 use crate::backend::ssm::SsmBackend;
-use crate::backend::Backend;
 use crate::backend::BackendError;
+use crate::backend::{ApiCalls, Backend};
 use crate::cli::Cli;
 use crate::daemon::{notify_stopping, Readiness};
 use crate::fs::{Config, Fs};
@@ -121,13 +121,14 @@ fn run(cli: &Cli, readiness: &mut Readiness) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let sdk = rt.block_on(aws_config(cli))?;
+    let calls = Arc::new(ApiCalls::paced(cli.max_tps));
     match source.dialect {
         Dialect::Ssm => {
-            let backend = SsmBackend::new(&sdk, !cli.no_decrypt, &cli.filter);
+            let backend = SsmBackend::new(&sdk, calls, !cli.no_decrypt, &cli.filter);
             serve(cli, backend, config, &sdk, rt, readiness)
         }
         Dialect::SecretsManager => {
-            let backend = SecretsBackend::new(&sdk, !cli.no_json_dirs);
+            let backend = SecretsBackend::new(&sdk, calls, !cli.no_json_dirs);
             serve(cli, backend, config, &sdk, rt, readiness)
         }
     }

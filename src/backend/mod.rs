@@ -96,27 +96,59 @@ impl Op {
     }
 }
 
-/// Counts of the API calls a backend made, by operation. Shared with the core, which shows
-/// them in `.stats`.
+/// The gate every API call passes: it paces calls to at most `max_tps` a second (so that a
+/// sweep of a large tree never throttles the other programs of the account, which share the
+/// quota) and counts them by operation. Shared with the core, which shows the counts in `.stats`.
 #[derive(Debug, Default)]
-pub struct ApiCalls(std::sync::Mutex<std::collections::BTreeMap<Op, u64>>);
+pub struct ApiCalls {
+    counts: std::sync::Mutex<std::collections::BTreeMap<Op, u64>>,
+    /// The interval between two calls, and the instant the next call may start.
+    pace: Option<(std::time::Duration, std::sync::Mutex<tokio::time::Instant>)>,
+}
 
 impl ApiCalls {
+    /// A gate that lets through at most `max_tps` calls a second (`0`: no limit).
+    pub fn paced(max_tps: u32) -> Self {
+        ApiCalls {
+            counts: Default::default(),
+            pace: (max_tps > 0).then(|| {
+                (
+                    std::time::Duration::from_secs(1) / max_tps,
+                    std::sync::Mutex::new(tokio::time::Instant::now()),
+                )
+            }),
+        }
+    }
+
+    /// Waits for this call's slot, then counts it.
+    pub async fn start(&self, op: Op) {
+        if let Some((interval, next)) = &self.pace {
+            let slot = {
+                let mut next = next.lock().unwrap();
+                let slot = (*next).max(tokio::time::Instant::now());
+                *next = slot + *interval;
+                slot
+            };
+            tokio::time::sleep_until(slot).await;
+        }
+        self.count(op);
+    }
+
     pub fn count(&self, op: Op) {
-        *self.0.lock().unwrap().entry(op).or_default() += 1;
+        *self.counts.lock().unwrap().entry(op).or_default() += 1;
     }
 
     pub fn get(&self, op: Op) -> u64 {
-        self.0.lock().unwrap().get(&op).copied().unwrap_or(0)
+        self.counts.lock().unwrap().get(&op).copied().unwrap_or(0)
     }
 
     pub fn total(&self) -> u64 {
-        self.0.lock().unwrap().values().sum()
+        self.counts.lock().unwrap().values().sum()
     }
 
     /// The operations called so far, by name.
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        self.0
+        self.counts
             .lock()
             .unwrap()
             .iter()
@@ -149,5 +181,40 @@ pub trait Backend: Send + Sync + 'static {
     /// listing is filtered, or shows keys of JSON secrets), the core lists instead.
     fn gets_every_name(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On tokio's paused clock, time moves only when every task waits: the pacing is measured
+    /// exactly, without real sleeps.
+    #[tokio::test(start_paused = true)]
+    async fn calls_are_paced_to_max_tps() {
+        let calls = std::sync::Arc::new(ApiCalls::paced(5));
+        let start = tokio::time::Instant::now();
+        let tasks: Vec<_> = (0..11)
+            .map(|_| {
+                let calls = calls.clone();
+                tokio::spawn(async move { calls.start(Op::GetParameter).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(calls.get(Op::GetParameter), 11);
+        // 11 calls at 5 a second: the last starts 2 s after the first.
+        assert_eq!(start.elapsed(), std::time::Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn zero_means_no_limit() {
+        let calls = ApiCalls::paced(0);
+        let start = tokio::time::Instant::now();
+        for _ in 0..100 {
+            calls.start(Op::GetParameter).await;
+        }
+        assert_eq!(start.elapsed(), std::time::Duration::ZERO);
     }
 }

@@ -48,10 +48,10 @@ pub struct SecretsBackend {
 }
 
 impl SecretsBackend {
-    pub fn new(config: &aws_config::SdkConfig, expand_json: bool) -> Self {
+    pub fn new(config: &aws_config::SdkConfig, calls: Arc<ApiCalls>, expand_json: bool) -> Self {
         SecretsBackend {
             client: Client::new(config),
-            calls: Arc::default(),
+            calls,
             expand_json,
             held: Mutex::default(),
             reported: Mutex::default(),
@@ -63,7 +63,7 @@ impl SecretsBackend {
         &self,
         names: Vec<String>,
     ) -> Result<HashMap<String, Vec<Param>>, BackendError> {
-        self.calls.count(Op::BatchGetSecretValue);
+        self.calls.start(Op::BatchGetSecretValue).await;
         let out = self
             .client
             .batch_get_secret_value()
@@ -239,7 +239,7 @@ impl Backend for SecretsBackend {
         recursive: bool,
         next_token: Option<String>,
     ) -> Result<Page, BackendError> {
-        self.calls.count(Op::ListSecrets);
+        self.calls.start(Op::ListSecrets).await;
         let mut request = self
             .client
             .list_secrets()
@@ -306,7 +306,7 @@ impl Backend for SecretsBackend {
     /// `GetSecretValue`: `name` alone is the current version; `name:LABEL` a staging label;
     /// `name:VERSIONID` a version.
     async fn get_parameter(&self, name: &str) -> Result<Option<Param>, BackendError> {
-        self.calls.count(Op::GetSecretValue);
+        self.calls.start(Op::GetSecretValue).await;
         let (id, selector) = match name.split_once(':') {
             Some((id, sel)) => (id, Some(sel)),
             None => (name, None),

@@ -28,7 +28,12 @@ pub struct SsmBackend {
 }
 
 impl SsmBackend {
-    pub fn new(config: &aws_config::SdkConfig, decrypt: bool, filters: &[Filter]) -> Self {
+    pub fn new(
+        config: &aws_config::SdkConfig,
+        calls: Arc<ApiCalls>,
+        decrypt: bool,
+        filters: &[Filter],
+    ) -> Self {
         let filters: Vec<ParameterStringFilter> = grouped(filters)
             .into_iter()
             .map(|(key, values)| {
@@ -42,7 +47,7 @@ impl SsmBackend {
             .collect();
         SsmBackend {
             client: Client::new(config),
-            calls: Arc::default(),
+            calls,
             decrypt,
             filters: (!filters.is_empty()).then_some(filters),
         }
@@ -65,7 +70,7 @@ impl Backend for SsmBackend {
         recursive: bool,
         next_token: Option<String>,
     ) -> Result<Page, BackendError> {
-        self.calls.count(Op::GetParametersByPath);
+        self.calls.start(Op::GetParametersByPath).await;
         let out = self
             .client
             .get_parameters_by_path()
@@ -89,7 +94,7 @@ impl Backend for SsmBackend {
     }
 
     async fn get_parameter(&self, name: &str) -> Result<Option<Param>, BackendError> {
-        self.calls.count(Op::GetParameter);
+        self.calls.start(Op::GetParameter).await;
         match self
             .client
             .get_parameter()
