@@ -37,6 +37,11 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Bound on fetch-and-retry rounds for one request (each round fetches something new).
 const MAX_ROUNDS: usize = 8;
+/// Once this many API calls have gone to single names in one directory since it was last listed,
+/// the next name missing there lists the directory instead: asking name by name is cheapest for
+/// a few names in a large tree, listing is cheapest for many names in one directory, and this
+/// bounds the cost of guessing wrong (the rule of renting skis until their price is spent).
+const LIST_AFTER: u32 = 20;
 /// A directory whose known subtree fits in this many parameters (two pages) is swept whole when
 /// any name in it needs refreshing: that costs no more calls than a probe and a one-level
 /// listing, and refreshes every name in it at once.
@@ -448,7 +453,9 @@ impl<B: Backend> Fs<B> {
                     Some(false)
                 };
                 match is_dir {
-                    None if tree.is_small(&path, SMALL_SUBTREE) => {
+                    None if tree.is_small(&path, SMALL_SUBTREE)
+                        || self.list_instead(tree, &path) =>
+                    {
                         return Step::Need(Fetch::Sweep(path))
                     }
                     None => return Step::Need(Fetch::Probe(join(&path, n))),
@@ -493,9 +500,18 @@ impl<B: Backend> Fs<B> {
         Step::Done(self.attr_of(tree, ino))
     }
 
+    /// Whether enough has been spent on single names in `dir` that listing it is cheaper.
+    fn list_instead(&self, tree: &Tree, dir: &str) -> bool {
+        self.config.recursive
+            && tree
+                .dirs
+                .get(dir)
+                .is_some_and(|d| d.single_calls >= LIST_AFTER)
+    }
+
     /// The cheapest fetch that refreshes the parameter `name` in `dir`.
     fn refresh_plan(&self, tree: &Tree, dir: &str, name: &str) -> Fetch {
-        if tree.is_small(dir, SMALL_SUBTREE) {
+        if tree.is_small(dir, SMALL_SUBTREE) || self.list_instead(tree, dir) {
             return Fetch::Sweep(dir.to_string());
         }
         // GetParameter cannot apply filters, so a filtered mount lists instead.
@@ -730,6 +746,7 @@ impl<B: Backend> Fs<B> {
                 loop {
                     let page = self.call_list(&full, true, token).await?;
                     let mut tree = self.tree.lock().unwrap();
+                    tree.spent_on_single(split(path).0, 1);
                     match (page.params.is_empty(), page.next_token) {
                         // The whole subtree came in this page: it is a sweep.
                         (_, None) => return Ok(tree.apply_sweep(path, page.params, source, at)),
@@ -741,7 +758,9 @@ impl<B: Backend> Fs<B> {
             Fetch::Get(path) => {
                 let found = self.call_get(&source.full_name(path)).await?;
                 let (dir, name) = split(path);
-                Ok(self.tree.lock().unwrap().apply_get(dir, name, found, at))
+                let mut tree = self.tree.lock().unwrap();
+                tree.spent_on_single(dir, 1);
+                Ok(tree.apply_get(dir, name, found, at))
             }
             Fetch::Pinned(path, selector) => {
                 let full = format!(

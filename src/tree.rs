@@ -48,6 +48,8 @@ pub struct Dir {
     pub listed_at: Option<Instant>,
     not_file: HashMap<String, Instant>,
     not_dir: HashMap<String, Instant>,
+    /// API calls spent on single names in this directory since it was last listed.
+    pub single_calls: u32,
 }
 
 /// What an inode is.
@@ -407,6 +409,13 @@ impl Tree {
         Some(d.listed_at.map_or(seen, |l| l.max(seen)))
     }
 
+    /// Counts API calls spent on a single name in `dir`.
+    pub fn spent_on_single(&mut self, dir: &str, calls: u32) {
+        if let Some(d) = self.dirs.get_mut(dir) {
+            d.single_calls = d.single_calls.saturating_add(calls);
+        }
+    }
+
     /// Whether `dir` was listed before and held at most `limit` parameters in its whole subtree:
     /// then sweeping it again costs no more calls than asking about one name in it.
     pub fn is_small(&self, dir: &str, limit: usize) -> bool {
@@ -704,6 +713,7 @@ impl Tree {
         d.subdirs = subdirs;
         d.listed_at = Some(at);
         d.files_at = Some(at);
+        d.single_calls = 0;
         d.not_file.clear();
         d.not_dir.clear();
         if let Some(p) = self.dir_ino(path) {

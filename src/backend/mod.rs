@@ -96,38 +96,54 @@ impl Op {
     }
 }
 
-/// The gate every API call passes: it paces calls to at most `max_tps` a second (so that a
-/// sweep of a large tree never throttles the other programs of the account, which share the
-/// quota) and counts them by operation. Shared with the core, which shows the counts in `.stats`.
+/// The gate every API call passes: a token bucket that keeps calls to `max_tps` a second over
+/// time (so that a sweep of a large tree never throttles the other programs of the account,
+/// which share the quota) while letting a short burst through at once (so that the few calls of
+/// a cold lookup are not spaced out), and that counts calls by operation. Shared with the core,
+/// which shows the counts in `.stats`.
 #[derive(Debug, Default)]
 pub struct ApiCalls {
     counts: std::sync::Mutex<std::collections::BTreeMap<Op, u64>>,
-    /// The interval between two calls, and the instant the next call may start.
-    pace: Option<(std::time::Duration, std::sync::Mutex<tokio::time::Instant>)>,
+    pace: Option<Pace>,
+}
+
+#[derive(Debug)]
+struct Pace {
+    interval: std::time::Duration,
+    /// How far ahead of now the schedule may run: the burst.
+    burst: std::time::Duration,
+    /// The instant the schedule has reached: each call moves it on by `interval`.
+    next: std::sync::Mutex<tokio::time::Instant>,
 }
 
 impl ApiCalls {
-    /// A gate that lets through at most `max_tps` calls a second (`0`: no limit).
+    /// A gate that lets through at most `max_tps` calls a second over time, with bursts of a
+    /// quarter of that (`0`: no limit).
     pub fn paced(max_tps: u32) -> Self {
         ApiCalls {
             counts: Default::default(),
             pace: (max_tps > 0).then(|| {
-                (
-                    std::time::Duration::from_secs(1) / max_tps,
-                    std::sync::Mutex::new(tokio::time::Instant::now()),
-                )
+                let interval = std::time::Duration::from_secs(1) / max_tps;
+                Pace {
+                    interval,
+                    burst: interval * (max_tps / 4).max(1),
+                    next: std::sync::Mutex::new(tokio::time::Instant::now()),
+                }
             }),
         }
     }
 
     /// Waits for this call's slot, then counts it.
     pub async fn start(&self, op: Op) {
-        if let Some((interval, next)) = &self.pace {
+        if let Some(pace) = &self.pace {
             let slot = {
-                let mut next = next.lock().unwrap();
-                let slot = (*next).max(tokio::time::Instant::now());
-                *next = slot + *interval;
-                slot
+                let mut next = pace.next.lock().unwrap();
+                let now = tokio::time::Instant::now();
+                // An idle gate earns at most `burst` of credit.
+                let earliest = now.checked_sub(pace.burst).unwrap_or(now);
+                let scheduled = (*next).max(earliest) + pace.interval;
+                *next = scheduled;
+                scheduled.checked_sub(pace.burst).unwrap_or(scheduled)
             };
             tokio::time::sleep_until(slot).await;
         }
@@ -204,8 +220,28 @@ mod tests {
             t.await.unwrap();
         }
         assert_eq!(calls.get(Op::GetParameter), 11);
-        // 11 calls at 5 a second: the last starts 2 s after the first.
+        // 5 a second with a burst of 1 (a quarter of 5, at least 1): the first call goes at
+        // once, the other ten follow 200 ms apart.
         assert_eq!(start.elapsed(), std::time::Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_goes_at_once_and_the_rate_holds_over_time() {
+        let calls = ApiCalls::paced(20);
+        let start = tokio::time::Instant::now();
+        for _ in 0..5 {
+            calls.start(Op::GetParameter).await;
+        }
+        assert_eq!(
+            start.elapsed(),
+            std::time::Duration::ZERO,
+            "a burst of 5 is not delayed"
+        );
+        for _ in 0..200 {
+            calls.start(Op::GetParameter).await;
+        }
+        // 205 calls at 20 a second, 5 of them free: 10 s.
+        assert_eq!(start.elapsed(), std::time::Duration::from_secs(10));
     }
 
     #[tokio::test(start_paused = true)]

@@ -647,3 +647,18 @@ async fn a_listing_that_stats_every_entry_ends() {
     }
     assert_eq!(seen.iter().filter(|n| *n == ".stats").count(), 1);
 }
+
+#[tokio::test]
+async fn many_names_in_one_directory_end_in_one_listing() {
+    let b = MemoryBackend::new();
+    for i in 0..1000 {
+        b.put(&format!("/flat/f{i:04}"), Str, "v");
+    }
+    let fs = started(&b, "/flat", LONG).await;
+    for i in 0..1000 {
+        assert_eq!(cat(&fs, &format!("f{i:04}")).await.unwrap(), b"v");
+    }
+    // Name by name until 20 calls are spent, then one listing of 100 pages; not 2 per name.
+    let calls = b.total_calls();
+    assert!(calls <= 1 + 20 + 100 + 2, "{calls} calls for 1,000 names");
+}

@@ -1,0 +1,444 @@
+//! The benchmark: ssmfs against the limits it should approach and the tools it replaces, in one
+//! run against moto on loopback. It seeds moto, mounts, measures, unmounts, and prints one table
+//! (also written as JSON to target/bench-results.json). Run it with `scripts/bench`.
+//!
+//! Times are reported as ratios against a reference measured in the same run (tmpfs, or the
+//! same API calls made directly), so that the figures mean the same on a faster machine.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{rt, Moto, Mount};
+use serde_json::json;
+
+const HOT_FILES: usize = 1000;
+const VALUE: &str = "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789";
+
+struct Row {
+    name: &'static str,
+    target: &'static str,
+    measured: String,
+    ok: bool,
+    json: serde_json::Value,
+}
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let reader = build_reader(root);
+    let mut rows = Vec::new();
+
+    let moto = Moto::start();
+    eprintln!(
+        "bench: seeding 1,000 hot parameters, a 3-entry directory, and a 10,000-parameter tree"
+    );
+    seed(
+        &moto,
+        (0..HOT_FILES).map(|i| (format!("/hot/f{i:04}"), VALUE.to_string())),
+    );
+    seed(
+        &moto,
+        ["a", "b", "c"]
+            .iter()
+            .map(|n| (format!("/small/{n}"), VALUE.to_string())),
+    );
+    seed(
+        &moto,
+        (0..10).flat_map(|l| {
+            (0..50).flat_map(move |m| {
+                (0..20).map(move |p| (format!("/big/l{l}/m{m:02}/p{p:02}"), VALUE.to_string()))
+            })
+        }),
+    );
+
+    // 1 and 2: hot reads against tmpfs.
+    let tmpfs = tmpfs_copy();
+    let hot = Mount::start(&moto, "/hot", &["--max-age", "3600"]);
+    run_reader(&reader, &hot.path(""), HOT_FILES, HOT_FILES as u64, 1); // warm the caches
+    let single_tmpfs = median(5, || per_read(&reader, tmpfs.path(), 20_000, 1));
+    let single_ssmfs = median(5, || per_read(&reader, &hot.path(""), 20_000, 1));
+    let ratio = single_ssmfs / single_tmpfs;
+    rows.push(Row {
+        name: "1. hot read (open+read+close, 100 B)",
+        target: "<= 2x tmpfs",
+        measured: format!(
+            "{ratio:.2}x tmpfs ({:.1} us vs {:.1} us)",
+            single_ssmfs * 1e6,
+            single_tmpfs * 1e6
+        ),
+        ok: ratio <= 2.0,
+        json: json!({"ssmfs_s": single_ssmfs, "tmpfs_s": single_tmpfs, "ratio": ratio}),
+    });
+    let par_tmpfs = median(5, || 1.0 / per_read(&reader, tmpfs.path(), 5_000, 16));
+    let par_ssmfs = median(5, || 1.0 / per_read(&reader, &hot.path(""), 5_000, 16));
+    let ratio = par_ssmfs / par_tmpfs;
+    rows.push(Row {
+        name: "2. parallel hot reads (16 readers, 1,000 files)",
+        target: ">= 0.5x tmpfs throughput",
+        measured: format!(
+            "{ratio:.2}x tmpfs ({:.0} vs {:.0} reads/s)",
+            par_ssmfs, par_tmpfs
+        ),
+        ok: ratio >= 0.5,
+        json: json!({"ssmfs_reads_per_s": par_ssmfs, "tmpfs_reads_per_s": par_tmpfs, "ratio": ratio}),
+    });
+
+    // 3: API calls per refresh.
+    let before = hot.calls();
+    hot.refresh("").unwrap();
+    let tree_calls = hot.calls() - before;
+    drop(hot);
+    let small = Mount::start(&moto, "/small", &[]);
+    let before = small.calls();
+    small.refresh("").unwrap();
+    let small_calls = small.calls() - before;
+    drop(small);
+    rows.push(Row {
+        name: "3. API calls per refresh (1,000-parameter tree; 3-entry directory)",
+        target: "<= 100 (+1 empty page from moto); 1",
+        measured: format!("{tree_calls}; {small_calls}"),
+        ok: tree_calls <= 101 && small_calls == 1,
+        json: json!({"tree": tree_calls, "small_dir": small_calls}),
+    });
+
+    // 4: cold first byte in the big tree.
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("big.log");
+    let log_arg = log.to_str().unwrap().to_string();
+    let start = Instant::now();
+    let big = Mount::start(
+        &moto,
+        "/big",
+        &["--log-level", "debug", "--log-file", &log_arg],
+    );
+    let mount_time = start.elapsed();
+    let before = big.calls();
+    let start = Instant::now();
+    let value = std::fs::read(big.path("l3/m27/p11")).unwrap();
+    let read_time = start.elapsed();
+    assert_eq!(value, VALUE.as_bytes());
+    let read_calls = big.calls() - before;
+    let fetches = fetches_in(&std::fs::read_to_string(&log).unwrap());
+    let direct_time = replay(&moto, "/big", &fetches);
+    let ratio = read_time.as_secs_f64() / direct_time.as_secs_f64();
+    rows.push(Row {
+        name: "4. cold first byte, 3 levels down a 10,000-parameter tree",
+        target: "live < 1 s; <= 4 calls; <= 2x the same calls made directly",
+        measured: format!(
+            "live in {:.2} s; {read_calls} calls; {ratio:.2}x ({:.0} ms vs {:.0} ms)",
+            mount_time.as_secs_f64(),
+            read_time.as_secs_f64() * 1e3,
+            direct_time.as_secs_f64() * 1e3
+        ),
+        ok: mount_time < Duration::from_secs(1) && read_calls <= 4 && ratio <= 2.0,
+        json: json!({"mount_s": mount_time.as_secs_f64(), "calls": read_calls,
+                     "read_s": read_time.as_secs_f64(), "direct_s": direct_time.as_secs_f64(),
+                     "fetches": fetches}),
+    });
+
+    // 5: listing a 20-entry directory of the big tree.
+    let before = big.calls();
+    let listed = big.ls("l7/m33");
+    let list_calls = big.calls() - before;
+    assert_eq!(listed.len(), 21);
+    rows.push(Row {
+        name: "5. ls of a 20-entry directory in the 10,000-parameter tree",
+        target: "in proportion to the directory (20 entries: 2 pages), not the tree (1,000 pages)",
+        measured: format!("{list_calls} calls"),
+        ok: list_calls <= 6,
+        json: json!({"calls": list_calls}),
+    });
+
+    // 7 and 6: a full sweep of the big tree at the default --max-tps, then memory.
+    eprintln!(
+        "bench: sweeping the 10,000-parameter tree at the default --max-tps 20 (about a minute)"
+    );
+    let before = big.calls();
+    let start = Instant::now();
+    let files = walk(&big.path(""));
+    let sweep_time = start.elapsed();
+    let sweep_calls = big.calls() - before;
+    assert_eq!(files, 10_000);
+    let tps = sweep_calls as f64 / sweep_time.as_secs_f64();
+    let rss_mb = rss_kb(big.pid()) as f64 / 1024.0;
+    rows.push(Row {
+        name: "6. resident memory, 10,000 cached 100-byte parameters",
+        target: "<= 40 MB",
+        measured: format!("{rss_mb:.1} MB"),
+        ok: rss_mb <= 40.0,
+        json: json!({"rss_mb": rss_mb}),
+    });
+    rows.push(Row {
+        name: "7. API rate during a full sweep of the big tree",
+        target: "<= --max-tps (20)",
+        measured: format!(
+            "{tps:.1} calls/s ({sweep_calls} calls in {:.0} s)",
+            sweep_time.as_secs_f64()
+        ),
+        ok: tps <= 20.5,
+        json: json!({"calls": sweep_calls, "seconds": sweep_time.as_secs_f64(), "tps": tps}),
+    });
+    drop(big);
+
+    // 8: peers, reading the 1,000 hot parameters.
+    let peers = peers(root, &moto);
+    let cache_s = peers["ssm_cache_seconds"].as_f64().unwrap();
+    let cache_calls = peers["ssm_cache_calls"].as_u64().unwrap();
+    let cli_per = peers["cli_seconds"].as_f64().unwrap() / peers["cli_reads"].as_f64().unwrap();
+    let start = Instant::now();
+    let cold = Mount::start(&moto, "/hot", &["--max-tps", "0"]);
+    run_reader(&reader, &cold.path(""), HOT_FILES, HOT_FILES as u64, 1);
+    let cold_s = start.elapsed().as_secs_f64();
+    let cold_calls = cold.calls();
+    let start = Instant::now();
+    run_reader(&reader, &cold.path(""), HOT_FILES, HOT_FILES as u64, 1);
+    let warm_s = start.elapsed().as_secs_f64();
+    let warm_calls = cold.calls() - cold_calls;
+    drop(cold);
+    rows.push(Row {
+        name: "8. peers: read 1,000 parameters",
+        target: "report the ratios",
+        measured: format!(
+            "ssm-cache {:.2} s, {cache_calls} calls; aws ssm get-parameter {:.0} ms each ({:.0} s for 1,000); \
+             ssmfs cold (mount + read) {:.2} s, {cold_calls} calls = {:.2}x ssm-cache; warm {:.1} ms, {warm_calls} calls = {:.4}x ssm-cache",
+            cache_s,
+            cli_per * 1e3,
+            cli_per * 1000.0,
+            cold_s,
+            cold_s / cache_s,
+            warm_s * 1e3,
+            warm_s / cache_s
+        ),
+        ok: true,
+        json: json!({"peers": peers, "ssmfs_cold_s": cold_s, "ssmfs_cold_calls": cold_calls,
+                     "ssmfs_warm_s": warm_s, "ssmfs_warm_calls": warm_calls}),
+    });
+
+    print_table(&rows);
+    let doc = json!({
+        "machine": machine(),
+        "rows": rows.iter().map(|r| json!({"row": r.name, "target": r.target, "measured": r.measured, "met": r.ok, "data": r.json})).collect::<Vec<_>>(),
+    });
+    let out = root.join("target/bench-results.json");
+    std::fs::write(&out, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    eprintln!("bench: results written to {}", out.display());
+}
+
+fn build_reader(root: &Path) -> PathBuf {
+    let out = root.join("target/bench-reader");
+    let status = Command::new("cc")
+        .args(["-O2", "-pthread", "-o"])
+        .arg(&out)
+        .arg(root.join("bench/reader.c"))
+        .status()
+        .expect("a C compiler (cc)");
+    assert!(status.success());
+    out
+}
+
+/// Puts parameters into moto, 16 at a time.
+fn seed(moto: &Moto, params: impl Iterator<Item = (String, String)>) {
+    let params: Vec<_> = params.collect();
+    rt().block_on(async {
+        let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (name, value) in params {
+            let client = moto.client.clone();
+            let permit = sem.clone().acquire_owned().await.unwrap();
+            tasks.spawn(async move {
+                client
+                    .put_parameter()
+                    .name(&name)
+                    .value(value)
+                    .r#type(aws_sdk_ssm::types::ParameterType::String)
+                    .overwrite(true)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("put {name}: {e:?}"));
+                drop(permit);
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    });
+}
+
+/// The same 1,000 files on tmpfs (/dev/shm).
+fn tmpfs_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir_in("/dev/shm").expect("/dev/shm (tmpfs)");
+    for i in 0..HOT_FILES {
+        std::fs::write(dir.path().join(format!("f{i:04}")), VALUE).unwrap();
+    }
+    dir
+}
+
+fn run_reader(reader: &Path, dir: &Path, files: usize, reads: u64, threads: u32) -> (u64, f64) {
+    let out = Command::new(reader)
+        .arg(dir)
+        .arg(files.to_string())
+        .arg(reads.to_string())
+        .arg(threads.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut parts = text.split_whitespace();
+    (
+        parts.next().unwrap().parse().unwrap(),
+        parts.next().unwrap().parse().unwrap(),
+    )
+}
+
+/// Seconds per read.
+fn per_read(reader: &Path, dir: &Path, reads: u64, threads: u32) -> f64 {
+    let (n, secs) = run_reader(reader, dir, HOT_FILES, reads, threads);
+    secs / n as f64
+}
+
+fn median(runs: usize, mut f: impl FnMut() -> f64) -> f64 {
+    let mut v: Vec<f64> = (0..runs).map(|_| f()).collect();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[runs / 2]
+}
+
+/// The fetches ssmfs logged after start-up, as (kind, path).
+fn fetches_in(log: &str) -> Vec<(String, String)> {
+    log.lines()
+        .filter_map(|l| l.split_once("fetching fetch=").map(|(_, f)| f))
+        .filter_map(|f| {
+            let (kind, rest) = f.split_once('(')?;
+            let path = rest.trim_end_matches(')').trim_matches('"');
+            Some((kind.to_string(), path.to_string()))
+        })
+        .collect()
+}
+
+/// Makes the API calls of the logged fetches directly, with the SDK, and times them.
+fn replay(moto: &Moto, source: &str, fetches: &[(String, String)]) -> Duration {
+    let c = &moto.client;
+    let start = Instant::now();
+    rt().block_on(async {
+        for (kind, path) in fetches {
+            let full = format!("{source}/{path}");
+            match kind.as_str() {
+                "Get" => {
+                    let _ = c
+                        .get_parameter()
+                        .name(&full)
+                        .with_decryption(true)
+                        .send()
+                        .await;
+                }
+                "Probe" | "Sweep" | "Files" => {
+                    let mut token = None;
+                    loop {
+                        let out = c
+                            .get_parameters_by_path()
+                            .path(&full)
+                            .recursive(kind != "Files")
+                            .with_decryption(true)
+                            .max_results(10)
+                            .set_next_token(token)
+                            .send()
+                            .await
+                            .unwrap();
+                        token = out.next_token;
+                        let stop =
+                            kind == "Probe" && !out.parameters.unwrap_or_default().is_empty();
+                        if token.is_none() || stop {
+                            break;
+                        }
+                    }
+                }
+                other => panic!("unknown fetch {other}"),
+            }
+        }
+    });
+    start.elapsed()
+}
+
+/// Lists every directory and reads every file below `dir`; returns the number of files.
+fn walk(dir: &Path) -> usize {
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name.to_str().is_some_and(|n| n.starts_with('.')) {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            files += walk(&path);
+        } else {
+            std::fs::read(&path).unwrap();
+            files += 1;
+        }
+    }
+    files
+}
+
+fn rss_kb(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+fn peers(root: &Path, moto: &Moto) -> serde_json::Value {
+    let python = root.join(".venv/bin/python");
+    let out = Command::new(python)
+        .arg(root.join("bench/peers.py"))
+        .args([&moto.url(), "/hot", "20"])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().map(str::to_string))
+        .unwrap_or_default();
+    format!(
+        "{cpus} CPUs, {}, Linux {}",
+        mem.replace("MemTotal:", "memory")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "),
+        kernel.trim()
+    )
+}
+
+fn print_table(rows: &[Row]) {
+    println!("\nssmfs benchmark, {}\n", machine());
+    println!("| row | target | measured | met |");
+    println!("|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {} |",
+            r.name,
+            r.target,
+            r.measured,
+            if r.ok { "yes" } else { "no" }
+        );
+    }
+}
