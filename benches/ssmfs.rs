@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{rt, Moto, Mount};
+use common::{rt, seed, Moto, Mount};
 use serde_json::json;
 
 const HOT_FILES: usize = 1000;
@@ -237,32 +237,6 @@ fn build_reader(root: &Path) -> PathBuf {
         .expect("a C compiler (cc)");
     assert!(status.success());
     out
-}
-
-/// Puts parameters into moto, 16 at a time.
-fn seed(moto: &Moto, params: impl Iterator<Item = (String, String)>) {
-    let params: Vec<_> = params.collect();
-    rt().block_on(async {
-        let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
-        let mut tasks = tokio::task::JoinSet::new();
-        for (name, value) in params {
-            let client = moto.client.clone();
-            let permit = sem.clone().acquire_owned().await.unwrap();
-            tasks.spawn(async move {
-                client
-                    .put_parameter()
-                    .name(&name)
-                    .value(value)
-                    .r#type(aws_sdk_ssm::types::ParameterType::String)
-                    .overwrite(true)
-                    .send()
-                    .await
-                    .unwrap_or_else(|e| panic!("put {name}: {e:?}"));
-                drop(permit);
-            });
-        }
-        while tasks.join_next().await.is_some() {}
-    });
 }
 
 /// The same 1,000 files on tmpfs (/dev/shm).

@@ -47,6 +47,11 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 20, help_heading = "Caching")]
     pub max_tps: u32,
 
+    /// When AWS cannot be reached, serve held values at most this many seconds old; older, reads
+    /// fail with EIO (default: any age).
+    #[arg(long, value_name = "SECONDS", help_heading = "Caching")]
+    pub max_stale: Option<u64>,
+
     /// A different max age for a subtree, e.g. /app/static=86400 (repeatable; the deepest
     /// matching path wins).
     #[arg(long, value_name = "PATH=SECONDS", help_heading = "Caching")]
@@ -103,6 +108,21 @@ pub struct Cli {
     #[arg(long, help_heading = "Mount")]
     pub allow_root: bool,
 
+    /// Mode of SecureString and secret files, in octal, read bits only (e.g. 0440 to let the
+    /// group read them with --allow-other).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "0400",
+        help_heading = "Mount"
+    )]
+    pub file_mode: FileMode,
+
+    /// Lock the daemon's memory so that values never reach swap (needs CAP_IPC_LOCK or a large
+    /// enough RLIMIT_MEMLOCK).
+    #[arg(long, help_heading = "Mount")]
+    pub mlock: bool,
+
     /// Log level: error, warn, info, debug or trace. Values are never logged at any level.
     #[arg(long, env = "SSMFS_LOG", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"], help_heading = "Logging")]
     pub log_level: String,
@@ -137,6 +157,25 @@ impl Cli {
                 }
             })
             .collect()
+    }
+}
+
+/// `--file-mode`: an octal mode with read bits only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileMode(pub u16);
+
+impl std::str::FromStr for FileMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mode = u16::from_str_radix(s, 8)
+            .map_err(|_| format!("'{s}' is not an octal mode such as 0400 or 0440"))?;
+        if mode & !0o444 != 0 {
+            return Err(format!(
+                "mode {s} has bits other than read bits: files on ssmfs cannot be written or run"
+            ));
+        }
+        Ok(FileMode(mode))
     }
 }
 
@@ -211,6 +250,17 @@ mod tests {
             cli.max_age_for(&cli.source).unwrap(),
             vec![("static".to_string(), Duration::from_secs(60))]
         );
+    }
+
+    #[test]
+    fn file_modes_are_read_bits_in_octal() {
+        assert_eq!("0440".parse::<FileMode>(), Ok(FileMode(0o440)));
+        assert_eq!("444".parse::<FileMode>(), Ok(FileMode(0o444)));
+        assert!("0644"
+            .parse::<FileMode>()
+            .unwrap_err()
+            .contains("read bits"));
+        assert!("rw".parse::<FileMode>().unwrap_err().contains("octal"));
     }
 
     #[test]

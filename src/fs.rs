@@ -16,7 +16,7 @@
 //! - every change a fetch makes to what a path shows is sent to the kernel as an invalidation.
 
 use std::ffi::OsStr;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{debug, info, warn};
@@ -37,6 +37,10 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Bound on fetch-and-retry rounds for one request (each round fetches something new).
 const MAX_ROUNDS: usize = 8;
+/// How long a request waits for a refresh when a value of any age is held: AWS answers well
+/// within it, so values stay within max-age; a slow AWS costs readers this much at most, and
+/// the refresh goes on in the background and is applied when it lands.
+pub const REFRESH_WAIT: Duration = Duration::from_millis(250);
 /// Once this many API calls have gone to single names in one directory since it was last listed,
 /// the next name missing there lists the directory instead: asking name by name is cheapest for
 /// a few names in a large tree, listing is cheapest for many names in one directory, and this
@@ -55,6 +59,10 @@ pub struct Config {
     pub max_age_for: Vec<(String, Duration)>,
     /// Whether subdirectories are shown (`--no-recursive` turns them off).
     pub recursive: bool,
+    /// How old a held value may be when AWS cannot be reached (`None`: any age).
+    pub max_stale: Option<Duration>,
+    /// The mode of SecureString and secret files.
+    pub secret_mode: u16,
     pub uid: u32,
     pub gid: u32,
 }
@@ -83,12 +91,18 @@ struct Clock {
     start: Instant,
     since: Instant,
     stale_ok: bool,
+    max_stale: Option<Duration>,
 }
 
 impl Clock {
     fn fresh(&self, max_age: Duration) -> Fresh {
+        let bound = if self.stale_ok {
+            self.max_stale
+        } else {
+            Some(max_age)
+        };
         Fresh {
-            after: (!self.stale_ok).then(|| self.start.checked_sub(max_age).unwrap_or(self.start)),
+            after: bound.map(|age| self.start.checked_sub(age).unwrap_or(self.start)),
             since: self.since,
         }
     }
@@ -164,9 +178,13 @@ struct Health {
     retry_at: Option<Instant>,
     backoff: Duration,
     last_good: Option<Instant>,
+    /// Whether this outage has been reported as past --max-stale.
+    warned_stale: bool,
 }
 
 pub struct Fs<B> {
+    /// This filesystem, for refreshes that must outlive the request that started them.
+    me: Weak<Fs<B>>,
     backend: B,
     config: Config,
     tree: Mutex<Tree>,
@@ -178,9 +196,10 @@ pub struct Fs<B> {
 }
 
 impl<B: Backend> Fs<B> {
-    pub fn new(backend: B, config: Config) -> Self {
+    pub fn new(backend: B, config: Config) -> Arc<Self> {
         let stats = Stats::new(backend.api_calls());
-        Fs {
+        Arc::new_cyclic(|me| Fs {
+            me: me.clone(),
             backend,
             config,
             tree: Mutex::new(Tree::new()),
@@ -189,7 +208,7 @@ impl<B: Backend> Fs<B> {
             invalidator: OnceLock::new(),
             stats,
             mounted_at: SystemTime::now(),
-        }
+        })
     }
 
     pub fn backend(&self) -> &B {
@@ -220,9 +239,53 @@ impl<B: Backend> Fs<B> {
         Ok(())
     }
 
+    /// A lookup answered from memory, or `None` when it needs a fetch (then call `lookup`).
+    pub fn lookup_now(&self, parent: Ino, name: &OsStr) -> Option<Result<Entry, Error>> {
+        let result =
+            self.answer_now(|fs, tree, clock| fs.resolve_step(tree, parent, name, clock))?;
+        if let Ok(entry) = &result {
+            self.tree.lock().unwrap().looked_up(entry.attr.ino);
+        }
+        Some(result)
+    }
+
+    /// A listing answered from memory, or `None` when it needs a fetch (then call `readdir`).
+    pub fn readdir_now(&self, ino: Ino, offset: u64) -> Option<Result<Vec<DirEntry>, Error>> {
+        let result = self.answer_now(|fs, tree, clock| fs.readdir_step(tree, ino, clock))?;
+        Some(result.map(|mut entries| {
+            entries.retain(|e| e.offset > offset);
+            entries
+        }))
+    }
+
+    /// One step against memory with the request's own clock: the answer, if no fetch is needed.
+    fn answer_now<T>(
+        &self,
+        step: impl Fn(&Self, &mut Tree, Clock) -> Step<T>,
+    ) -> Option<Result<T, Error>> {
+        let now = Instant::now();
+        let clock = Clock {
+            start: now,
+            since: now,
+            stale_ok: false,
+            max_stale: self.config.max_stale,
+        };
+        match step(self, &mut self.tree.lock().unwrap(), clock) {
+            Step::Done(result) => {
+                Stats::bump(&self.stats.hits);
+                Some(result)
+            }
+            Step::Need(_) => None,
+        }
+    }
+
     pub async fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Entry, Error> {
-        self.answer(|fs, tree, clock| fs.lookup_step(tree, parent, name, clock))
-            .await
+        let entry = self
+            .answer(|fs, tree, clock| fs.resolve_step(tree, parent, name, clock))
+            .await?;
+        // The kernel now holds a reference to this inode until it forgets it.
+        self.tree.lock().unwrap().looked_up(entry.attr.ino);
+        Ok(entry)
     }
 
     /// Attributes of an inode, from memory: an inode is one version of a parameter, so its
@@ -289,7 +352,7 @@ impl<B: Backend> Fs<B> {
     }
 
     /// Attribute changes: only the truncation that `>` does to a `.refresh` file is accepted.
-    pub async fn setattr(
+    pub fn setattr(
         &self,
         ino: Ino,
         size: Option<u64>,
@@ -322,6 +385,7 @@ impl<B: Backend> Fs<B> {
                 start,
                 since,
                 stale_ok,
+                max_stale: self.config.max_stale,
             };
             let need = match step(self, &mut self.tree.lock().unwrap(), clock) {
                 Step::Done(result) => {
@@ -345,10 +409,45 @@ impl<B: Backend> Fs<B> {
                 }
             }
             if failed {
-                // Nothing of any age is known and AWS failed: this cannot be answered.
+                // Nothing usable is held and AWS failed: this cannot be answered.
+                if self.config.max_stale.is_some() {
+                    self.warn_too_stale();
+                }
                 return Err(Error::Backend(last_err.expect("set on failure")));
             }
-            match self.fetch(need, None).await {
+            let held = !stale_ok
+                && matches!(
+                    step(
+                        self,
+                        &mut self.tree.lock().unwrap(),
+                        Clock {
+                            stale_ok: true,
+                            ..clock
+                        }
+                    ),
+                    Step::Done(Ok(_))
+                );
+            let fetched_now = if held {
+                // Something is held: wait for the refresh only briefly, in a task of its own so
+                // that it goes on if the wait ends first.
+                let me = self
+                    .me
+                    .upgrade()
+                    .expect("the filesystem outlives its requests");
+                let refresh = tokio::spawn(async move { me.fetch(need, None).await });
+                match tokio::time::timeout(REFRESH_WAIT, refresh).await {
+                    Ok(joined) => joined.unwrap_or_else(|e| {
+                        Err(BackendError::Other(format!("refresh task failed: {e}")))
+                    }),
+                    Err(_) => {
+                        stale_ok = true;
+                        continue;
+                    }
+                }
+            } else {
+                self.fetch(need, None).await
+            };
+            match fetched_now {
                 Ok(started) => {
                     // A shared fetch may have started before this request: its result still
                     // answers it.
@@ -366,6 +465,18 @@ impl<B: Backend> Fs<B> {
         Err(Error::Backend(last_err.unwrap_or_else(|| {
             BackendError::Other("the tree did not settle".to_string())
         })))
+    }
+
+    /// Says once per outage that held values are too old to serve.
+    fn warn_too_stale(&self) {
+        let mut health = self.health.lock().unwrap();
+        if !health.warned_stale {
+            health.warned_stale = true;
+            warn!(
+                max_stale = ?self.config.max_stale,
+                "AWS cannot be reached and the held values are older than --max-stale; reads fail with EIO"
+            );
+        }
     }
 
     /// `Some(error)` while calls are held back after a transient failure.
@@ -401,15 +512,6 @@ impl<B: Backend> Fs<B> {
     /// The kernel dropped `n` references to `ino`.
     pub fn forget(&self, ino: Ino, n: u64) {
         self.tree.lock().unwrap().forget(ino, n);
-    }
-
-    fn lookup_step(&self, tree: &mut Tree, parent: Ino, name: &OsStr, clock: Clock) -> Step<Entry> {
-        let step = self.resolve_step(tree, parent, name, clock);
-        if let Step::Done(Ok(entry)) = &step {
-            // The kernel now holds a reference to this inode until it forgets it.
-            tree.looked_up(entry.attr.ino);
-        }
-        step
     }
 
     fn resolve_step(
@@ -675,7 +777,11 @@ impl<B: Backend> Fs<B> {
             kind: Kind::File,
             size: p.content.len() as u64,
             mtime: p.modified,
-            perm: if p.secret { 0o400 } else { 0o444 },
+            perm: if p.secret {
+                self.config.secret_mode
+            } else {
+                0o444
+            },
             uid: self.config.uid,
             gid: self.config.gid,
         }
@@ -813,10 +919,8 @@ impl<B: Backend> Fs<B> {
     }
 
     fn count_error<T>(&self, result: &Result<T, BackendError>) {
-        match result {
-            Err(BackendError::Throttled(_)) => Stats::bump(&self.stats.throttles),
-            Err(_) => Stats::bump(&self.stats.errors),
-            Ok(_) => {}
+        if result.is_err() {
+            Stats::bump(&self.stats.errors);
         }
     }
 
@@ -831,6 +935,7 @@ impl<B: Backend> Fs<B> {
                 }
                 health.backoff = Duration::ZERO;
                 health.last_good = Some(Instant::now());
+                health.warned_stale = false;
             }
             Err(err) if err.is_transient() => {
                 if health.retry_at.is_none() {

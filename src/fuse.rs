@@ -1,9 +1,8 @@
 //! The FUSE adapter: turns fuser's requests into calls on [`Fs`] and its results into replies.
 //!
 //! Promises:
-//! - a request answered from memory is answered on the FUSE thread (the core's future is polled
-//!   once there); only a request that waits for AWS moves to a tokio task, so hot requests pay
-//!   no thread hop;
+//! - a request answered from memory is answered on the FUSE thread (the core's `*_now` methods);
+//!   only a request that waits for AWS moves to a tokio task, so hot requests pay no thread hop;
 //! - `open`, `opendir` and `flush` answer `ENOSYS`: the kernel then stops sending them and serves
 //!   hot reads from its page cache with no round trip to the daemon;
 //! - every mutating operation answers `EROFS`; nothing here can change AWS;
@@ -13,7 +12,6 @@ use std::ffi::OsStr;
 use std::future::Future;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::SystemTime;
 
 use fuser::{
@@ -39,20 +37,9 @@ impl<B: Backend> FuseFs<B> {
         FuseFs { fs, rt }
     }
 
-    /// Polls `fut` once here; if it must wait, finishes it on the runtime.
-    fn run<T, F>(&self, fut: F, done: impl FnOnce(T) + Send + 'static)
-    where
-        F: Future<Output = T> + Send + 'static,
-        T: Send + 'static,
-    {
-        let _entered = self.rt.enter();
-        let mut fut = Box::pin(fut);
-        match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(value) => done(value),
-            Poll::Pending => {
-                self.rt.spawn(async move { done(fut.await) });
-            }
-        }
+    /// Finishes a request that waits for AWS on the runtime.
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, fut: F) {
+        self.rt.spawn(fut);
     }
 }
 
@@ -125,11 +112,12 @@ impl<B: Backend> Filesystem for FuseFs<B> {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if let Some(r) = self.fs.lookup_now(parent.0, name) {
+            return reply_entry(reply, "lookup", r);
+        }
         let fs = self.fs.clone();
         let name = name.to_owned();
-        self.run(async move { fs.lookup(parent.0, &name).await }, |r| {
-            reply_entry(reply, "lookup", r)
-        });
+        self.spawn(async move { reply_entry(reply, "lookup", fs.lookup(parent.0, &name).await) });
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -160,10 +148,7 @@ impl<B: Backend> Filesystem for FuseFs<B> {
     ) {
         let other =
             mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some();
-        let fs = self.fs.clone();
-        self.run(async move { fs.setattr(ino.0, size, other).await }, |r| {
-            reply_attr(reply, "setattr", r)
-        });
+        reply_attr(reply, "setattr", self.fs.setattr(ino.0, size, other));
     }
 
     fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -205,13 +190,12 @@ impl<B: Backend> Filesystem for FuseFs<B> {
     ) {
         let fs = self.fs.clone();
         let len = data.len();
-        self.run(
-            async move { fs.write(ino.0, len).await },
-            move |r| match r {
+        self.spawn(async move {
+            match fs.write(ino.0, len).await {
                 Ok(n) => reply.written(n as u32),
                 Err(err) => reply.error(errno("write", &err)),
-            },
-        );
+            }
+        });
     }
 
     fn readdir(
@@ -222,21 +206,24 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let fs = self.fs.clone();
-        self.run(
-            async move { fs.readdir(ino.0, offset).await },
-            move |r| match r {
-                Ok(entries) => {
-                    for e in entries {
-                        if reply.add(INodeNo(e.ino), e.offset, file_type(e.kind), &e.name) {
-                            break;
-                        }
+        let fill = move |r: Result<Vec<crate::fs::DirEntry>, Error>| match r {
+            Ok(entries) => {
+                for e in entries {
+                    if reply.add(INodeNo(e.ino), e.offset, file_type(e.kind), &e.name) {
+                        break;
                     }
-                    reply.ok();
                 }
-                Err(err) => reply.error(errno("readdir", &err)),
-            },
-        );
+                reply.ok();
+            }
+            Err(err) => reply.error(errno("readdir", &err)),
+        };
+        match self.fs.readdir_now(ino.0, offset) {
+            Some(r) => fill(r),
+            None => {
+                let fs = self.fs.clone();
+                self.spawn(async move { fill(fs.readdir(ino.0, offset).await) });
+            }
+        }
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {

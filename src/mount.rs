@@ -34,6 +34,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn main(cli: Cli) -> ExitCode {
+    // No core dumps, and no ptrace or /proc/PID/mem by other users: the memory holds secrets.
+    // Inherited across the fork below.
+    // SAFETY: prctl with these arguments only changes this process's dumpable flag.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     if let Err(msg) = check_mountpoint(&cli.mountpoint) {
         eprintln!("ssmfs: {msg}");
         return ExitCode::from(2);
@@ -103,12 +107,25 @@ fn init_logging(cli: &Cli) -> Result<(), String> {
 }
 
 fn run(cli: &Cli, readiness: &mut Readiness) -> Result<(), String> {
+    if cli.mlock {
+        // In the daemon itself: locks are not inherited across fork.
+        // SAFETY: mlockall only changes how this process's memory is paged.
+        if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
+            return Err(format!(
+                "--mlock: cannot lock memory ({}): run with CAP_IPC_LOCK or raise RLIMIT_MEMLOCK \
+                 (LimitMEMLOCK=infinity under systemd)",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
     let source = &cli.source;
     let config = Config {
         source: source.clone(),
         max_age: cli.max_age(),
         max_age_for: cli.max_age_for(source)?,
         recursive: !cli.no_recursive,
+        max_stale: cli.max_stale.map(Duration::from_secs),
+        secret_mode: cli.file_mode.0,
         uid: cli.uid.unwrap_or_else(|| nix::unistd::getuid().as_raw()),
         gid: cli.gid.unwrap_or_else(|| nix::unistd::getgid().as_raw()),
     };
@@ -144,7 +161,7 @@ fn serve<B: Backend>(
     readiness: &mut Readiness,
 ) -> Result<(), String> {
     let source = config.source.clone();
-    let fs = Arc::new(Fs::new(backend, config));
+    let fs = Fs::new(backend, config);
     rt.block_on(fs.check_source())
         .map_err(|e| startup_error(&e, &source, sdk))?;
 
@@ -217,12 +234,16 @@ fn serve<B: Backend>(
 }
 
 async fn aws_config(cli: &Cli) -> Result<SdkConfig, String> {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
-        TimeoutConfig::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-            .build(),
-    );
+    // Retries are ssmfs's own (see `ApiCalls::call`), so that every throttled attempt is
+    // counted and the whole of a call stays within its deadline.
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .build(),
+        );
     if let Some(region) = &cli.region {
         loader = loader.region(Region::new(region.clone()));
     }

@@ -15,7 +15,6 @@ pub struct Stats {
     /// Shared with the backend, which counts each API call it makes.
     pub calls: Arc<ApiCalls>,
     pub errors: AtomicU64,
-    pub throttles: AtomicU64,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
     pub refreshes: AtomicU64,
@@ -45,7 +44,7 @@ impl Stats {
         let doc = serde_json::json!({
             "api_calls": calls,
             "api_errors": self.errors.load(Relaxed),
-            "throttles": self.throttles.load(Relaxed),
+            "throttles": self.calls.throttles(),
             "cache_hits": self.hits.load(Relaxed),
             "cache_misses": self.misses.load(Relaxed),
             "refreshes": self.refreshes.load(Relaxed),

@@ -105,7 +105,18 @@ impl Op {
 pub struct ApiCalls {
     counts: std::sync::Mutex<std::collections::BTreeMap<Op, u64>>,
     pace: Option<Pace>,
+    /// Attempts AWS answered with throttling, including those retried successfully.
+    throttles: std::sync::atomic::AtomicU64,
 }
+
+/// Attempts of one API call, at most (the first and three retries).
+const MAX_ATTEMPTS: u32 = 4;
+/// The first retry waits up to this long (full jitter), doubling up to `MAX_RETRY_WAIT`.
+const FIRST_RETRY_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+const MAX_RETRY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// No retry starts after one call has taken this long: a reader waiting for data it never had
+/// gets its answer, or EIO, in bounded time.
+pub const CALL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(12);
 
 #[derive(Debug)]
 struct Pace {
@@ -122,6 +133,7 @@ impl ApiCalls {
     pub fn paced(max_tps: u32) -> Self {
         ApiCalls {
             counts: Default::default(),
+            throttles: Default::default(),
             pace: (max_tps > 0).then(|| {
                 let interval = std::time::Duration::from_secs(1) / max_tps;
                 Pace {
@@ -154,6 +166,43 @@ impl ApiCalls {
         *self.counts.lock().unwrap().entry(op).or_default() += 1;
     }
 
+    /// Makes one API call through the gate, retrying throttling and transient failures with
+    /// exponential back-off and full jitter, a bounded number of times and within
+    /// `CALL_DEADLINE`. Every attempt is paced and counted.
+    pub async fn call<T, F, Fut>(&self, op: Op, mut attempt: F) -> Result<T, BackendError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, BackendError>>,
+    {
+        let started = std::time::Instant::now();
+        let mut wait = FIRST_RETRY_WAIT;
+        for n in 1.. {
+            self.start(op).await;
+            let result = attempt().await;
+            if let Err(BackendError::Throttled(_)) = &result {
+                self.throttles
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            match result {
+                Err(err) if retryable(&err) && n < MAX_ATTEMPTS => {
+                    let pause = wait.mul_f64(fastrand::f64());
+                    if started.elapsed() + pause > CALL_DEADLINE {
+                        return Err(err);
+                    }
+                    tokio::time::sleep(pause).await;
+                    wait = (wait * 2).min(MAX_RETRY_WAIT);
+                }
+                result => return result,
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Attempts AWS answered with throttling.
+    pub fn throttles(&self) -> u64 {
+        self.throttles.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn get(&self, op: Op) -> u64 {
         self.counts.lock().unwrap().get(&op).copied().unwrap_or(0)
     }
@@ -171,6 +220,15 @@ impl ApiCalls {
             .map(|(op, n)| (op.as_str(), *n))
             .collect()
     }
+}
+
+/// Whether trying again may help: throttling and failures of AWS or the network, not errors in
+/// what was asked or who asked.
+fn retryable(err: &BackendError) -> bool {
+    matches!(
+        err,
+        BackendError::Throttled(_) | BackendError::Unavailable(_)
+    )
 }
 
 /// A source of parameters. `path` is an SSM hierarchy path (`/app`, or `/` for all).
@@ -242,6 +300,48 @@ mod tests {
         }
         // 205 calls at 20 a second, 5 of them free: 10 s.
         assert_eq!(start.elapsed(), std::time::Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttling_is_retried_with_backoff_and_counted() {
+        let calls = ApiCalls::paced(0);
+        let mut n = 0;
+        let result = calls
+            .call(Op::GetParameter, || {
+                n += 1;
+                let answer = if n < 3 {
+                    Err(BackendError::Throttled("ThrottlingException".into()))
+                } else {
+                    Ok(n)
+                };
+                async move { answer }
+            })
+            .await;
+        assert_eq!(result, Ok(3), "throttled twice, then answered");
+        assert_eq!((calls.get(Op::GetParameter), calls.throttles()), (3, 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_are_bounded_and_errors_that_cannot_pass_are_not_retried() {
+        let calls = ApiCalls::paced(0);
+        let down = calls
+            .call(Op::GetParameter, || async {
+                Err::<(), _>(BackendError::Unavailable("connection refused".into()))
+            })
+            .await;
+        assert!(down.is_err());
+        assert_eq!(calls.get(Op::GetParameter), u64::from(MAX_ATTEMPTS));
+        let denied = calls
+            .call(Op::GetParametersByPath, || async {
+                Err::<(), _>(BackendError::AccessDenied("no".into()))
+            })
+            .await;
+        assert!(denied.is_err());
+        assert_eq!(
+            calls.get(Op::GetParametersByPath),
+            1,
+            "access denied is final"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -63,14 +63,17 @@ impl SecretsBackend {
         &self,
         names: Vec<String>,
     ) -> Result<HashMap<String, Vec<Param>>, BackendError> {
-        self.calls.start(Op::BatchGetSecretValue).await;
         let out = self
-            .client
-            .batch_get_secret_value()
-            .set_secret_id_list(Some(names))
-            .send()
-            .await
-            .map_err(classify)?;
+            .calls
+            .call(Op::BatchGetSecretValue, || async {
+                self.client
+                    .batch_get_secret_value()
+                    .set_secret_id_list(Some(names.clone()))
+                    .send()
+                    .await
+                    .map_err(classify)
+            })
+            .await?;
         let mut got = HashMap::new();
         for mut entry in out.secret_values.unwrap_or_default() {
             let Some(name) = entry.name.take() else {
@@ -239,21 +242,25 @@ impl Backend for SecretsBackend {
         recursive: bool,
         next_token: Option<String>,
     ) -> Result<Page, BackendError> {
-        self.calls.start(Op::ListSecrets).await;
-        let mut request = self
-            .client
-            .list_secrets()
-            .max_results(LIST_PAGE)
-            .set_next_token(next_token);
-        if !path.is_empty() {
-            request = request.filters(
-                Filter::builder()
-                    .key(FilterNameStringType::Name)
-                    .values(path)
-                    .build(),
-            );
-        }
-        let out = request.send().await.map_err(classify)?;
+        let out = self
+            .calls
+            .call(Op::ListSecrets, || async {
+                let mut request = self
+                    .client
+                    .list_secrets()
+                    .max_results(LIST_PAGE)
+                    .set_next_token(next_token.clone());
+                if !path.is_empty() {
+                    request = request.filters(
+                        Filter::builder()
+                            .key(FilterNameStringType::Name)
+                            .values(path)
+                            .build(),
+                    );
+                }
+                request.send().await.map_err(classify)
+            })
+            .await?;
         // The name filter is a prefix match that ignores case: keep exactly what is below path.
         let listed: Vec<(String, String)> = out
             .secret_list
@@ -306,37 +313,46 @@ impl Backend for SecretsBackend {
     /// `GetSecretValue`: `name` alone is the current version; `name:LABEL` a staging label;
     /// `name:VERSIONID` a version.
     async fn get_parameter(&self, name: &str) -> Result<Option<Param>, BackendError> {
-        self.calls.start(Op::GetSecretValue).await;
         let (id, selector) = match name.split_once(':') {
             Some((id, sel)) => (id, Some(sel)),
             None => (name, None),
         };
-        let mut request = self.client.get_secret_value().secret_id(id);
-        request = match selector {
-            Some(sel) if matches!(crate::names::Selector::parse_secrets(sel), Some(s) if s.is_version()) => {
-                request.version_id(sel)
-            }
-            Some(label) => request.version_stage(label),
-            None => request,
+        let found = self
+            .calls
+            .call(Op::GetSecretValue, || async {
+                let mut request = self.client.get_secret_value().secret_id(id);
+                request = match selector {
+                    Some(sel)
+                        if crate::names::Selector::parse_secrets(sel)
+                            .is_some_and(|s| s.is_version()) =>
+                    {
+                        request.version_id(sel)
+                    }
+                    Some(label) => request.version_stage(label),
+                    None => request,
+                };
+                match request.send().await {
+                    Ok(out) => Ok(Some(out)),
+                    Err(err) if err.code() == Some("ResourceNotFoundException") => Ok(None),
+                    Err(err) => Err(classify(err)),
+                }
+            })
+            .await?;
+        let Some(mut out) = found else {
+            return Ok(None);
         };
-        match request.send().await {
-            Ok(mut out) => {
-                let value = Value {
-                    string: out.secret_string.take(),
-                    binary: out.secret_binary.take().map(|b| b.into_inner()),
-                };
-                let meta = Meta {
-                    arn: out.arn.take().unwrap_or_default(),
-                    version_id: out.version_id.take().unwrap_or_default(),
-                    stages: out.version_stages.take().unwrap_or_default(),
-                    created: out.created_date.and_then(|d| SystemTime::try_from(d).ok()),
-                };
-                let name = out.name.take().unwrap_or_else(|| id.to_string());
-                Ok(self.entries(name, value, meta).into_iter().next())
-            }
-            Err(err) if err.code() == Some("ResourceNotFoundException") => Ok(None),
-            Err(err) => Err(classify(err)),
-        }
+        let value = Value {
+            string: out.secret_string.take(),
+            binary: out.secret_binary.take().map(|b| b.into_inner()),
+        };
+        let meta = Meta {
+            arn: out.arn.take().unwrap_or_default(),
+            version_id: out.version_id.take().unwrap_or_default(),
+            stages: out.version_stages.take().unwrap_or_default(),
+            created: out.created_date.and_then(|d| SystemTime::try_from(d).ok()),
+        };
+        let name = out.name.take().unwrap_or_else(|| id.to_string());
+        Ok(self.entries(name, value, meta).into_iter().next())
     }
 }
 

@@ -70,19 +70,22 @@ impl Backend for SsmBackend {
         recursive: bool,
         next_token: Option<String>,
     ) -> Result<Page, BackendError> {
-        self.calls.start(Op::GetParametersByPath).await;
         let out = self
-            .client
-            .get_parameters_by_path()
-            .path(path)
-            .recursive(recursive)
-            .with_decryption(self.decrypt)
-            .max_results(MAX_RESULTS)
-            .set_parameter_filters(self.filters.clone())
-            .set_next_token(next_token)
-            .send()
-            .await
-            .map_err(classify)?;
+            .calls
+            .call(Op::GetParametersByPath, || async {
+                self.client
+                    .get_parameters_by_path()
+                    .path(path)
+                    .recursive(recursive)
+                    .with_decryption(self.decrypt)
+                    .max_results(MAX_RESULTS)
+                    .set_parameter_filters(self.filters.clone())
+                    .set_next_token(next_token.clone())
+                    .send()
+                    .await
+                    .map_err(classify)
+            })
+            .await?;
         let next_token = out.next_token.clone();
         let params = out
             .parameters
@@ -94,30 +97,33 @@ impl Backend for SsmBackend {
     }
 
     async fn get_parameter(&self, name: &str) -> Result<Option<Param>, BackendError> {
-        self.calls.start(Op::GetParameter).await;
-        match self
-            .client
-            .get_parameter()
-            .name(name)
-            .with_decryption(self.decrypt)
-            .send()
+        self.calls
+            .call(Op::GetParameter, || async {
+                match self
+                    .client
+                    .get_parameter()
+                    .name(name)
+                    .with_decryption(self.decrypt)
+                    .send()
+                    .await
+                {
+                    Ok(out) => Ok(out.parameter.and_then(convert)),
+                    Err(err)
+                        if matches!(
+                            err.code(),
+                            Some(
+                                "ParameterNotFound"
+                                    | "ParameterVersionNotFound"
+                                    | "ParameterVersionLabelNotFound"
+                            )
+                        ) =>
+                    {
+                        Ok(None)
+                    }
+                    Err(err) => Err(classify(err)),
+                }
+            })
             .await
-        {
-            Ok(out) => Ok(out.parameter.and_then(convert)),
-            Err(err)
-                if matches!(
-                    err.code(),
-                    Some(
-                        "ParameterNotFound"
-                            | "ParameterVersionNotFound"
-                            | "ParameterVersionLabelNotFound"
-                    )
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(err) => Err(classify(err)),
-        }
     }
 }
 

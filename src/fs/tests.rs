@@ -17,17 +17,19 @@ fn config(source: &str, max_age: Duration) -> Config {
         max_age,
         max_age_for: Vec::new(),
         recursive: true,
+        max_stale: None,
+        secret_mode: 0o400,
         uid: 1000,
         gid: 1000,
     }
 }
 
 fn mount(backend: &MemoryBackend, source: &str, max_age: Duration) -> Arc<Fs<MemoryBackend>> {
-    Arc::new(Fs::new(backend.clone(), config(source, max_age)))
+    Fs::new(backend.clone(), config(source, max_age))
 }
 
 async fn started_with(backend: &MemoryBackend, config: Config) -> Arc<Fs<MemoryBackend>> {
-    let fs = Arc::new(Fs::new(backend.clone(), config));
+    let fs = Fs::new(backend.clone(), config);
     fs.check_source().await.unwrap();
     fs
 }
@@ -337,10 +339,9 @@ async fn throttling_is_an_outage_and_access_denied_is_eacces() {
     b.fail_with(Some(BackendError::Throttled("ThrottlingException".into())));
     assert_eq!(cat(&fs, "name").await.unwrap(), b"demo");
     assert_eq!(
-        fs.stats()
-            .throttles
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
+        fs.stats().errors.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "a throttled fetch that finally failed is one error"
     );
 
     let denied = sample();
@@ -431,12 +432,12 @@ async fn writes_anywhere_else_are_read_only() {
     let name = resolve(&fs, "name").await.unwrap().attr.ino;
     assert_eq!(fs.write(name, 1).await.unwrap_err().errno(), libc::EROFS);
     assert_eq!(
-        fs.setattr(name, Some(0), false).await.unwrap_err().errno(),
+        fs.setattr(name, Some(0), false).unwrap_err().errno(),
         libc::EROFS
     );
     let refresh = resolve(&fs, ".refresh").await.unwrap().attr.ino;
     assert!(
-        fs.setattr(refresh, Some(0), false).await.is_ok(),
+        fs.setattr(refresh, Some(0), false).is_ok(),
         "`>` truncates first"
     );
     assert_eq!(fs.read(ROOT, 0, 10).unwrap_err(), Error::IsDir);
@@ -661,4 +662,59 @@ async fn many_names_in_one_directory_end_in_one_listing() {
     // Name by name until 20 calls are spent, then one listing of 100 pages; not 2 per name.
     let calls = b.total_calls();
     assert!(calls <= 1 + 20 + 100 + 2, "{calls} calls for 1,000 names");
+}
+
+/// On tokio's paused clock, time moves only when every task waits: the refresh wait is
+/// measured exactly.
+#[tokio::test(start_paused = true)]
+async fn a_slow_aws_never_holds_up_a_held_value() {
+    let b = sample();
+    let fs = started(&b, "/app", Duration::ZERO).await;
+    assert_eq!(cat(&fs, "name").await.unwrap(), b"demo");
+    b.put("/app/name", Str, "new");
+    let gate = b.hold_calls();
+    let start = tokio::time::Instant::now();
+    assert_eq!(
+        cat(&fs, "name").await.unwrap(),
+        b"demo",
+        "the held value, not a wait"
+    );
+    assert!(
+        start.elapsed() <= REFRESH_WAIT * 2,
+        "waited {:?}",
+        start.elapsed()
+    );
+    assert!(
+        fs.stats()
+            .stale_served
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    // The refresh goes on in the background and lands once AWS answers.
+    gate.add_permits(1000);
+    let mut value = Vec::new();
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+        value = cat(&fs, "name").await.unwrap();
+        if value == b"new" {
+            break;
+        }
+    }
+    assert_eq!(value, b"new");
+}
+
+#[tokio::test]
+async fn max_stale_bounds_what_an_outage_serves() {
+    let b = sample();
+    let mut cfg = config("/app", Duration::ZERO);
+    cfg.max_stale = Some(Duration::ZERO);
+    let strict = started_with(&b, cfg).await;
+    let mut cfg = config("/app", Duration::ZERO);
+    cfg.max_stale = Some(LONG);
+    let lenient = started_with(&b, cfg).await;
+    cat(&strict, "name").await.unwrap();
+    cat(&lenient, "name").await.unwrap();
+    b.fail_with(Some(BackendError::Unavailable("down".into())));
+    assert_eq!(cat(&strict, "name").await.unwrap_err().errno(), libc::EIO);
+    assert_eq!(cat(&lenient, "name").await.unwrap(), b"demo");
 }

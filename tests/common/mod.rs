@@ -424,3 +424,29 @@ pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> i32 {
         std::io::Error::last_os_error().raw_os_error().unwrap()
     }
 }
+
+/// Puts String parameters into moto, 16 at a time.
+pub fn seed(moto: &Moto, params: impl Iterator<Item = (String, String)>) {
+    let params: Vec<_> = params.collect();
+    rt().block_on(async {
+        let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (name, value) in params {
+            let client = moto.client.clone();
+            let permit = sem.clone().acquire_owned().await.unwrap();
+            tasks.spawn(async move {
+                client
+                    .put_parameter()
+                    .name(&name)
+                    .value(value)
+                    .r#type(aws_sdk_ssm::types::ParameterType::String)
+                    .overwrite(true)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("put {name}: {e:?}"));
+                drop(permit);
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    });
+}

@@ -4,13 +4,32 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 type Rewrite = Box<dyn Fn(&str, Vec<u8>) -> Vec<u8> + Send + Sync>;
 
+/// What the proxy does besides forwarding.
+#[derive(Default)]
+struct Faults {
+    rewrite: Option<Rewrite>,
+    /// Answer every n-th request with this status and JSON body instead of forwarding it.
+    fail_every: Option<(u64, u16, String)>,
+    /// Hold every request this long before forwarding it.
+    delay: Option<Duration>,
+}
+
+#[derive(Default)]
+struct Shared {
+    faults: Mutex<Faults>,
+    requests: AtomicU64,
+    in_flight: AtomicU64,
+}
+
 pub struct Proxy {
     pub port: u16,
-    rewrite: Arc<Mutex<Option<Rewrite>>>,
+    shared: Arc<Shared>,
 }
 
 impl Proxy {
@@ -18,17 +37,40 @@ impl Proxy {
     pub fn start(upstream: u16) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let rewrite: Arc<Mutex<Option<Rewrite>>> = Arc::default();
-        let shared = rewrite.clone();
+        let shared = Arc::new(Shared::default());
+        let for_thread = shared.clone();
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                let rewrite = shared.clone();
+                let shared = for_thread.clone();
                 std::thread::spawn(move || {
-                    let _ = serve(client, upstream, &rewrite);
+                    shared.in_flight.fetch_add(1, Ordering::SeqCst);
+                    let _ = serve(client, upstream, &shared);
+                    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
-        Proxy { port, rewrite }
+        Proxy { port, shared }
+    }
+
+    /// Answers every n-th request with `status` and a JSON error of type `error_type`.
+    pub fn fail_every(&self, n: u64, status: u16, error_type: &str) {
+        let body = format!(r#"{{"__type":"{error_type}","message":"injected by the test proxy"}}"#);
+        self.shared.faults.lock().unwrap().fail_every = Some((n, status, body));
+    }
+
+    /// Holds every request for `delay` before forwarding it (`None`: no delay).
+    pub fn delay(&self, delay: Option<Duration>) {
+        self.shared.faults.lock().unwrap().delay = delay;
+    }
+
+    /// Requests received so far.
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests received and not yet answered.
+    pub fn in_flight(&self) -> u64 {
+        self.shared.in_flight.load(Ordering::SeqCst)
     }
 
     pub fn url(&self) -> String {
@@ -37,7 +79,7 @@ impl Proxy {
 
     /// Rewrites every response body: `f(target, body)` returns the body to send.
     pub fn rewrite(&self, f: impl Fn(&str, Vec<u8>) -> Vec<u8> + Send + Sync + 'static) {
-        *self.rewrite.lock().unwrap() = Some(Box::new(f));
+        self.shared.faults.lock().unwrap().rewrite = Some(Box::new(f));
     }
 }
 
@@ -96,26 +138,42 @@ fn write_message(out: &mut impl Write, head: &[String], body: &[u8]) -> std::io:
     out.flush()
 }
 
-fn serve(
-    client: TcpStream,
-    upstream: u16,
-    rewrite: &Mutex<Option<Rewrite>>,
-) -> std::io::Result<()> {
+fn serve(client: TcpStream, upstream: u16, shared: &Shared) -> std::io::Result<()> {
     let mut reader = BufReader::new(client.try_clone()?);
     let Some((head, body)) = read_message(&mut reader)? else {
         return Ok(());
     };
+    let n = shared.requests.fetch_add(1, Ordering::SeqCst) + 1;
     let target = header(&head, "x-amz-target").unwrap_or("").to_string();
+    let (delay, failure) = {
+        let faults = shared.faults.lock().unwrap();
+        let failure = faults
+            .fail_every
+            .as_ref()
+            .filter(|(every, _, _)| n % every == 0)
+            .map(|(_, status, body)| (*status, body.clone()));
+        (faults.delay, failure)
+    };
+    if let Some(delay) = delay {
+        std::thread::sleep(delay);
+    }
+    let mut client = client;
+    if let Some((status, body)) = failure {
+        let head = vec![
+            format!("HTTP/1.1 {status} Injected"),
+            "Content-Type: application/x-amz-json-1.1".to_string(),
+        ];
+        return write_message(&mut client, &head, body.as_bytes());
+    }
     let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
     write_message(&mut up, &head, &body)?;
     let mut up_reader = BufReader::new(up);
     let Some((resp_head, resp_body)) = read_message(&mut up_reader)? else {
         return Ok(());
     };
-    let resp_body = match rewrite.lock().unwrap().as_ref() {
+    let resp_body = match shared.faults.lock().unwrap().rewrite.as_ref() {
         Some(f) => f(&target, resp_body),
         None => resp_body,
     };
-    let mut client = client;
     write_message(&mut client, &resp_head, &resp_body)
 }
