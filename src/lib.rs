@@ -14,6 +14,7 @@ pub mod filter;
 pub mod flight;
 pub mod fs;
 pub mod fuse;
+pub mod json;
 pub mod mount;
 pub mod names;
 pub mod stats;
