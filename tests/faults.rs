@@ -214,16 +214,7 @@ fn values_at_the_limits() {
                 .send(),
         )
         .unwrap();
-    let sm = aws_sdk_secretsmanager::Client::from_conf(
-        aws_sdk_secretsmanager::Config::builder()
-            .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
-            .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
-            .endpoint_url(moto.url())
-            .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
-                "test", "test", None, None, "tests",
-            ))
-            .build(),
-    );
+    let sm = moto.secrets_client();
     let big: String = (0..64 * 1024)
         .map(|i| (b'a' + (i % 26) as u8) as char)
         .collect();

@@ -8,16 +8,7 @@ use common::proxy::Proxy;
 use common::{rt, xattr, Moto, Mount};
 
 fn sm(moto: &Moto) -> aws_sdk_secretsmanager::Client {
-    aws_sdk_secretsmanager::Client::from_conf(
-        aws_sdk_secretsmanager::Config::builder()
-            .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
-            .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
-            .endpoint_url(moto.url())
-            .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
-                "test", "test", None, None, "tests",
-            ))
-            .build(),
-    )
+    moto.secrets_client()
 }
 
 fn create(c: &aws_sdk_secretsmanager::Client, name: &str, value: &str) {

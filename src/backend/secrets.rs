@@ -80,18 +80,14 @@ impl SecretsBackend {
             let Some(name) = entry.name.take() else {
                 continue;
             };
-            let value = Value {
-                string: entry.secret_string.take(),
-                binary: entry.secret_binary.take().map(|b| b.into_inner()),
-            };
-            let meta = Meta {
-                arn: entry.arn.take().unwrap_or_default(),
-                version_id: entry.version_id.take().unwrap_or_default(),
-                stages: entry.version_stages.take().unwrap_or_default(),
-                created: entry
-                    .created_date
-                    .and_then(|d| SystemTime::try_from(d).ok()),
-            };
+            let (value, meta) = unpack(
+                entry.secret_string.take(),
+                entry.secret_binary.take(),
+                entry.arn.take(),
+                entry.version_id.take(),
+                entry.version_stages.take(),
+                entry.created_date,
+            );
             got.insert(name.clone(), self.entries(name, value, meta));
         }
         for err in out.errors.unwrap_or_default() {
@@ -178,6 +174,29 @@ struct Meta {
     version_id: String,
     stages: Vec<String>,
     created: Option<SystemTime>,
+}
+
+/// A secret version's value and metadata, from the fields that BatchGetSecretValue's entries and
+/// GetSecretValue's output both have.
+fn unpack(
+    string: Option<String>,
+    binary: Option<aws_sdk_secretsmanager::primitives::Blob>,
+    arn: Option<String>,
+    version_id: Option<String>,
+    stages: Option<Vec<String>>,
+    created: Option<aws_sdk_secretsmanager::primitives::DateTime>,
+) -> (Value, Meta) {
+    let value = Value {
+        string,
+        binary: binary.map(|b| b.into_inner()),
+    };
+    let meta = Meta {
+        arn: arn.unwrap_or_default(),
+        version_id: version_id.unwrap_or_default(),
+        stages: stages.unwrap_or_default(),
+        created: created.and_then(|d| SystemTime::try_from(d).ok()),
+    };
+    (value, meta)
 }
 
 fn unreadable(name: String, code: String) -> Param {
@@ -310,16 +329,14 @@ impl Backend for SecretsBackend {
         let Some(mut out) = found else {
             return Ok(None);
         };
-        let value = Value {
-            string: out.secret_string.take(),
-            binary: out.secret_binary.take().map(|b| b.into_inner()),
-        };
-        let meta = Meta {
-            arn: out.arn.take().unwrap_or_default(),
-            version_id: out.version_id.take().unwrap_or_default(),
-            stages: out.version_stages.take().unwrap_or_default(),
-            created: out.created_date.and_then(|d| SystemTime::try_from(d).ok()),
-        };
+        let (value, meta) = unpack(
+            out.secret_string.take(),
+            out.secret_binary.take(),
+            out.arn.take(),
+            out.version_id.take(),
+            out.version_stages.take(),
+            out.created_date,
+        );
         let name = out.name.take().unwrap_or_else(|| id.to_string());
         Ok(self.entries(name, value, meta).into_iter().next())
     }

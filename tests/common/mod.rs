@@ -128,6 +128,20 @@ impl Moto {
         std::time::SystemTime::try_from(date).unwrap()
     }
 
+    /// A Secrets Manager client of this server.
+    pub fn secrets_client(&self) -> aws_sdk_secretsmanager::Client {
+        aws_sdk_secretsmanager::Client::from_conf(
+            aws_sdk_secretsmanager::Config::builder()
+                .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+                .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
+                .endpoint_url(self.url())
+                .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+                    "test", "test", None, None, "tests",
+                ))
+                .build(),
+        )
+    }
+
     /// Stops the server (an outage).
     pub fn stop(&mut self) {
         let _ = self.child.kill();
