@@ -270,3 +270,45 @@ fn file_mode_and_mlock() {
         .unwrap();
     assert!(locked > 0, "--mlock locked nothing");
 }
+
+#[test]
+fn the_daemon_is_not_dumpable() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    // The kernel makes the files of /proc/PID (environ, mem...) of a non-dumpable process root's,
+    // whoever runs it, so that its owner cannot read its memory there either. Run the daemon
+    // as nobody against an endpoint that accepts connections and never answers, so that it stays
+    // in its start-up check while /proc is looked at.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut child = common::ssmfs()
+        .args(["-f", "/app"])
+        .arg(dir.path())
+        .args(["--endpoint-url", &url])
+        .env("HOME", dir.path())
+        .uid(65534)
+        .gid(65534)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Its start-up call reaching the listener shows the daemon is past its first steps.
+    let (_conn, _) = silent.accept().unwrap();
+    let environ = std::fs::metadata(format!("/proc/{}/environ", child.id())).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains("65534")),
+        "{status}"
+    );
+    assert_eq!(
+        environ.uid(),
+        0,
+        "/proc/PID/environ of a dumpable process would be nobody's"
+    );
+}
