@@ -196,3 +196,36 @@ fn an_unreadable_secret_is_eacces_and_the_rest_reads() {
         "reported once: {log}"
     );
 }
+
+#[test]
+fn the_same_caching_guarantees_as_ssm() {
+    let (mut moto, _c) = seeded();
+    let m = Mount::start(&moto, "sm:prod", &["--max-age", "0"]);
+    assert_eq!(m.read("db/password"), b"pw");
+    drop(m);
+    let m = Mount::start(&moto, "sm:prod", &["--max-age", "3600"]);
+    m.read("api_key");
+    m.ls("db");
+    let before = m.calls();
+    for _ in 0..10 {
+        assert_eq!(m.read("api_key"), b"k-123");
+        assert_eq!(m.read("db/port"), b"5432");
+        assert!(!m.path("missing").exists());
+        assert!(!m.path("db/missing").exists());
+    }
+    assert_eq!(
+        m.calls(),
+        before,
+        "cached reads and missing names cost nothing"
+    );
+    drop(m);
+    let m = Mount::start(&moto, "sm:prod", &["--max-age", "0"]);
+    assert_eq!(m.read("db/password"), b"pw");
+    moto.stop();
+    assert_eq!(
+        m.read("db/password"),
+        b"pw",
+        "an outage serves the last good values"
+    );
+    assert_eq!(m.read("api_key"), b"k-123");
+}
