@@ -156,7 +156,12 @@ impl Drop for Moto {
 }
 
 pub fn ssmfs() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ssmfs"));
+    ssmfs_at(Path::new(env!("CARGO_BIN_EXE_ssmfs")))
+}
+
+/// The ssmfs binary at `path`, with the environment every test gives it.
+pub fn ssmfs_at(path: &Path) -> Command {
+    let mut cmd = Command::new(path);
     cmd.env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", "us-east-1")
