@@ -211,10 +211,6 @@ impl<B: Backend> Fs<B> {
         })
     }
 
-    pub fn backend(&self) -> &B {
-        &self.backend
-    }
-
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
@@ -243,19 +239,20 @@ impl<B: Backend> Fs<B> {
     pub fn lookup_now(&self, parent: Ino, name: &OsStr) -> Option<Result<Entry, Error>> {
         let result =
             self.answer_now(|fs, tree, clock| fs.resolve_step(tree, parent, name, clock))?;
-        if let Ok(entry) = &result {
-            self.tree.lock().unwrap().looked_up(entry.attr.ino);
-        }
-        Some(result)
+        Some(result.map(|entry| self.handed_out(entry)))
     }
 
     /// A listing answered from memory, or `None` when it needs a fetch (then call `readdir`).
     pub fn readdir_now(&self, ino: Ino, offset: u64) -> Option<Result<Vec<DirEntry>, Error>> {
         let result = self.answer_now(|fs, tree, clock| fs.readdir_step(tree, ino, clock))?;
-        Some(result.map(|mut entries| {
-            entries.retain(|e| e.offset > offset);
-            entries
-        }))
+        Some(result.map(|entries| after(entries, offset)))
+    }
+
+    /// An entry the kernel was answered with: it holds a reference to the inode until it
+    /// forgets it.
+    fn handed_out(&self, entry: Entry) -> Entry {
+        self.tree.lock().unwrap().looked_up(entry.attr.ino);
+        entry
     }
 
     /// One step against memory with the request's own clock: the answer, if no fetch is needed.
@@ -283,9 +280,7 @@ impl<B: Backend> Fs<B> {
         let entry = self
             .answer(|fs, tree, clock| fs.resolve_step(tree, parent, name, clock))
             .await?;
-        // The kernel now holds a reference to this inode until it forgets it.
-        self.tree.lock().unwrap().looked_up(entry.attr.ino);
-        Ok(entry)
+        Ok(self.handed_out(entry))
     }
 
     /// Attributes of an inode, from memory: an inode is one version of a parameter, so its
@@ -325,11 +320,10 @@ impl<B: Backend> Fs<B> {
     /// number. Inode numbers are never reused and new names get higher ones, so an offset stays
     /// valid across a refresh: a listing that spans one shows every surviving entry exactly once.
     pub async fn readdir(&self, ino: Ino, offset: u64) -> Result<Vec<DirEntry>, Error> {
-        let mut entries = self
+        let entries = self
             .answer(|fs, tree, clock| fs.readdir_step(tree, ino, clock))
             .await?;
-        entries.retain(|e| e.offset > offset);
-        Ok(entries)
+        Ok(after(entries, offset))
     }
 
     /// A write: to a `.refresh` file it refreshes that directory's subtree and returns once the
@@ -555,9 +549,7 @@ impl<B: Backend> Fs<B> {
                     Some(false)
                 };
                 match is_dir {
-                    None if tree.is_small(&path, SMALL_SUBTREE)
-                        || self.list_instead(tree, &path) =>
-                    {
+                    None if self.sweep_instead(tree, &path) => {
                         return Step::Need(Fetch::Sweep(path))
                     }
                     None => return Step::Need(Fetch::Probe(join(&path, n))),
@@ -602,18 +594,20 @@ impl<B: Backend> Fs<B> {
         Step::Done(self.attr_of(tree, ino))
     }
 
-    /// Whether enough has been spent on single names in `dir` that listing it is cheaper.
-    fn list_instead(&self, tree: &Tree, dir: &str) -> bool {
-        self.config.recursive
+    /// Whether sweeping `dir` is cheaper than asking about one name in it: its known subtree is
+    /// small, or enough has been spent on single names in it already.
+    fn sweep_instead(&self, tree: &Tree, dir: &str) -> bool {
+        let spent = self.config.recursive
             && tree
                 .dirs
                 .get(dir)
-                .is_some_and(|d| d.single_calls >= LIST_AFTER)
+                .is_some_and(|d| d.single_calls >= LIST_AFTER);
+        spent || tree.is_small(dir, SMALL_SUBTREE)
     }
 
     /// The cheapest fetch that refreshes the parameter `name` in `dir`.
     fn refresh_plan(&self, tree: &Tree, dir: &str, name: &str) -> Fetch {
-        if tree.is_small(dir, SMALL_SUBTREE) || self.list_instead(tree, dir) {
+        if self.sweep_instead(tree, dir) {
             return Fetch::Sweep(dir.to_string());
         }
         // GetParameter cannot apply filters, so a filtered mount lists instead.
@@ -947,6 +941,12 @@ impl<B: Backend> Fs<B> {
             Err(err) => warn!(error = %err, "fetch failed"),
         }
     }
+}
+
+/// The entries of a listing after `offset`.
+fn after(mut entries: Vec<DirEntry>, offset: u64) -> Vec<DirEntry> {
+    entries.retain(|e| e.offset > offset);
+    entries
 }
 
 #[cfg(test)]

@@ -397,11 +397,6 @@ impl Tree {
         }
     }
 
-    /// The parameter `name` in `dir`, whatever its age.
-    pub fn any_file(&self, dir: &str, name: &str) -> Option<Arc<Cached>> {
-        self.dirs.get(dir)?.files.get(name).cloned()
-    }
-
     /// The instant from which `name` in `dir` is known to be a directory.
     pub fn dir_seen(&self, dir: &str, name: &str) -> Option<Instant> {
         let d = self.dirs.get(dir)?;
