@@ -1,10 +1,17 @@
 //! The command line. clap stays here: [`Cli`] is parsed and validated, then turned into the
 //! core's configuration by the caller.
+//!
+//! Every long option is also a mount option, so that mount(8), fstab and `mount.fuse3` can pass
+//! them: `-o max_age=300,allow_other` is `--max-age=300 --allow-other`. The generic mount options
+//! (`ro`, `noexec`, `_netdev`, `nofail`, `defaults`, …) are accepted too; an unknown option is
+//! an error, never ignored.
 
+use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use crate::filter::Filter;
 use crate::names::Source;
@@ -18,12 +25,15 @@ Examples:
   ssmfs /app /mnt/ssm --endpoint-url http://127.0.0.1:5000 --region us-east-1
                                            against a local emulator
 
-Then: cat /mnt/ssm/db/password; echo 1 > /mnt/ssm/.refresh forces a refresh; umount /mnt/ssm.";
+Then: cat /mnt/ssm/db/password; echo 1 > /mnt/ssm/.refresh forces a refresh; umount /mnt/ssm.
+
+Every option is also a mount option: -o max_age=300,allow_other. An /etc/fstab line:
+  ssm:/app  /mnt/ssm  fuse.ssmfs  _netdev,allow_other,max_age=300  0 0";
 
 /// Mount AWS SSM Parameter Store as a read-only filesystem, with a max-age cache in front of
 /// the API.
 #[derive(Parser, Debug)]
-#[command(name = "ssmfs", version, after_help = EXAMPLES)]
+#[command(name = "ssmfs", version, after_help = EXAMPLES, args_override_self = true)]
 pub struct Cli {
     /// What to mount: an SSM path such as /app or ssm:/app (`/` for every parameter), or a
     /// Secrets Manager name prefix such as secretsmanager:prod/ or sm:prod/ (`sm:` for all).
@@ -131,9 +141,109 @@ pub struct Cli {
     /// closed once the mount is live).
     #[arg(long, value_name = "PATH", help_heading = "Logging")]
     pub log_file: Option<PathBuf>,
+
+    /// Serve the figures of .stats in Prometheus text format at http://ADDR/metrics. A port
+    /// alone listens on 127.0.0.1.
+    #[arg(long, value_name = "[HOST:]PORT", value_parser = parse_metrics_addr, help_heading = "Logging")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Mount options as mount(8) passes them: any long option without its dashes
+    /// (max_age=300,allow_other), and the generic ones (ro, noexec, _netdev, nofail, defaults…).
+    /// Read by `Cli::parse_args` before clap sees the command line; declared for --help.
+    #[arg(short = 'o', value_name = "OPTIONS", help_heading = "Mount")]
+    pub options: Vec<String>,
+
+    /// The generic mount options given with -o.
+    #[arg(skip)]
+    pub mount_flags: MountFlags,
 }
 
+/// What the generic mount options given with `-o` change about the mount.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MountFlags {
+    /// `ro`: the kernel refuses every write, `.refresh` included.
+    pub read_only: bool,
+    /// `noexec`: nothing on the mount can be run (nothing can anyway: no file has x bits).
+    pub no_exec: bool,
+}
+
+/// Generic mount options that are for mount(8), systemd or other filesystems and change nothing
+/// here; `nosuid`, `nodev`, `noatime` and `default_permissions` always hold on ssmfs.
+const IGNORED_OPTIONS: &[&str] = &[
+    "defaults",
+    "auto",
+    "noauto",
+    "nofail",
+    "_netdev",
+    "user",
+    "nouser",
+    "users",
+    "owner",
+    "group",
+    "suid",
+    "nosuid",
+    "dev",
+    "nodev",
+    "atime",
+    "noatime",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "nostrictatime",
+    "diratime",
+    "nodiratime",
+    "lazytime",
+    "nolazytime",
+    "sync",
+    "async",
+    "dirsync",
+    "silent",
+    "loud",
+    "default_permissions",
+];
+
 impl Cli {
+    /// Parses a command line (program name first), `-o` options included: each is turned into
+    /// its long option where it stands, so that the usual rules hold (the last one given wins).
+    pub fn parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let invalid = |msg: String| Cli::command().error(clap::error::ErrorKind::InvalidValue, msg);
+        let mut flags = MountFlags::default();
+        let mut expanded = Vec::new();
+        let mut args = args.into_iter().map(Into::into);
+        while let Some(arg) = args.next() {
+            let opts = match arg.to_str() {
+                Some("--") => {
+                    expanded.push(arg);
+                    expanded.extend(args.by_ref());
+                    break;
+                }
+                Some("-o") => args.next().ok_or_else(|| {
+                    invalid("-o needs options, e.g. -o max_age=300,allow_other".to_string())
+                })?,
+                Some(s) if s.starts_with("-o") => OsString::from(&s[2..]),
+                _ => {
+                    expanded.push(arg);
+                    continue;
+                }
+            };
+            let opts = opts
+                .into_string()
+                .map_err(|_| invalid("mount options must be UTF-8".to_string()))?;
+            for opt in opts.split(',').filter(|o| !o.is_empty()) {
+                if let Some(long) = mount_option(opt, &mut flags).map_err(invalid)? {
+                    expanded.push(long.into());
+                }
+            }
+        }
+        let mut cli = Cli::try_parse_from(expanded)?;
+        cli.mount_flags = flags;
+        Ok(cli)
+    }
+
     pub fn max_age(&self) -> Duration {
         Duration::from_secs(self.max_age)
     }
@@ -158,6 +268,64 @@ impl Cli {
             })
             .collect()
     }
+}
+
+/// One `-o` option: `Some(--long-option)` for an ssmfs option, `None` for a generic one.
+fn mount_option(opt: &str, flags: &mut MountFlags) -> Result<Option<String>, String> {
+    let (key, value) = match opt.split_once('=') {
+        Some((k, v)) => (k, Some(v)),
+        None => (opt, None),
+    };
+    match (key, value) {
+        ("ro", None) => flags.read_only = true,
+        ("rw", None) => flags.read_only = false,
+        ("noexec", None) => flags.no_exec = true,
+        ("exec", None) => flags.no_exec = false,
+        ("comment", _) => {}
+        (k, _) if k.starts_with("x-") => {}
+        (k, None) if IGNORED_OPTIONS.contains(&k) => {}
+        _ => return ssmfs_option(opt, key, value).map(Some),
+    }
+    Ok(None)
+}
+
+fn ssmfs_option(opt: &str, key: &str, value: Option<&str>) -> Result<String, String> {
+    let long = key.replace('_', "-");
+    let cmd = Cli::command();
+    let arg = cmd
+        .get_arguments()
+        .find(|a| {
+            a.get_long() == Some(long.as_str()) && !matches!(long.as_str(), "help" | "version")
+        })
+        .ok_or_else(|| {
+            format!(
+                "unknown mount option '{opt}': use the long options of ssmfs --help without their \
+                 dashes (max_age=300, allow_other), or generic ones such as ro, _netdev, nofail"
+            )
+        })?;
+    match (arg.get_action().takes_values(), value) {
+        (true, Some(v)) => Ok(format!("--{long}={v}")),
+        (true, None) => Err(format!(
+            "mount option '{key}' needs a value: {key}={}",
+            arg.get_value_names()
+                .and_then(|n| n.first())
+                .map_or("VALUE".to_string(), |n| n.to_string())
+        )),
+        (false, None) => Ok(format!("--{long}")),
+        (false, Some(_)) => Err(format!(
+            "mount option '{key}' takes no value: write {key} alone"
+        )),
+    }
+}
+
+/// `--metrics-addr`: HOST:PORT, or a port on loopback.
+fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse().map_err(|_| {
+        format!("'{s}' is not PORT or HOST:PORT with an IP address, e.g. 9464 or 127.0.0.1:9464")
+    })
 }
 
 /// `--file-mode`: an octal mode with read bits only.
@@ -206,10 +374,81 @@ impl std::str::FromStr for MaxAgeFor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
     fn parse(args: &[&str]) -> Result<Cli, String> {
-        Cli::try_parse_from(["ssmfs"].iter().chain(args)).map_err(|e| e.to_string())
+        Cli::parse_args(["ssmfs"].iter().chain(args)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn mount_options_are_the_long_options() {
+        let cli = parse(&[
+            "ssm:/app",
+            "/mnt",
+            "-o",
+            "rw,nosuid,nodev,allow_other,max_age=60,max_age_for=/app/x=5,x-systemd.automount",
+            "-o",
+            "filter=Type=String,no_recursive,foreground,_netdev,nofail,defaults,comment=x",
+        ])
+        .unwrap();
+        assert!(cli.allow_other && cli.no_recursive && cli.foreground);
+        assert_eq!(cli.max_age, 60);
+        assert_eq!(cli.max_age_for[0].path, "/app/x");
+        assert_eq!(cli.filter.len(), 1);
+        assert_eq!(cli.mount_flags, MountFlags::default());
+        assert_eq!(cli.source.to_string(), "/app");
+        assert_eq!(cli.mountpoint, PathBuf::from("/mnt"));
+    }
+
+    #[test]
+    fn mount_options_and_flags_combine() {
+        let cli = parse(&["/app", "/mnt", "--max-tps", "5", "-oro,noexec", "-o", ""]).unwrap();
+        assert_eq!(cli.max_tps, 5);
+        assert_eq!(
+            cli.mount_flags,
+            MountFlags {
+                read_only: true,
+                no_exec: true
+            }
+        );
+        let cli = parse(&["/app", "-o", "max_tps=7", "/mnt", "--max-tps", "5"]).unwrap();
+        assert_eq!(cli.max_tps, 5, "the last one given wins");
+        let cli = parse(&[
+            "/app",
+            "/mnt",
+            "--filter",
+            "Type=String",
+            "-o",
+            "filter=KeyId=k",
+        ])
+        .unwrap();
+        assert_eq!(cli.filter.len(), 2);
+        // The later option wins, as mount(8) does with ro and rw.
+        let cli = parse(&["/app", "/mnt", "-o", "ro,rw"]).unwrap();
+        assert!(!cli.mount_flags.read_only);
+    }
+
+    #[test]
+    fn bad_mount_options_say_what_to_write() {
+        let err = parse(&["/app", "/mnt", "-o", "max_agee=5"]).unwrap_err();
+        assert!(err.contains("unknown mount option 'max_agee=5'"), "{err}");
+        let err = parse(&["/app", "/mnt", "-o", "max_age"]).unwrap_err();
+        assert!(err.contains("max_age=SECONDS"), "{err}");
+        let err = parse(&["/app", "/mnt", "-o", "allow_other=1"]).unwrap_err();
+        assert!(err.contains("takes no value"), "{err}");
+        let err = parse(&["/app", "/mnt", "-o", "max_age=soon"]).unwrap_err();
+        assert!(err.contains("soon"), "{err}");
+        assert!(parse(&["/app", "/mnt", "-o", "help"]).is_err());
+    }
+
+    #[test]
+    fn metrics_addresses_default_to_loopback() {
+        let cli = parse(&["/app", "/mnt", "--metrics-addr", "9464"]).unwrap();
+        assert_eq!(cli.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
+        let cli = parse(&["/app", "/mnt", "-o", "metrics_addr=0.0.0.0:9100"]).unwrap();
+        assert_eq!(cli.metrics_addr, Some("0.0.0.0:9100".parse().unwrap()));
+        assert!(parse(&["/app", "/mnt", "--metrics-addr", "localhost"])
+            .unwrap_err()
+            .contains("HOST:PORT"));
     }
 
     #[test]

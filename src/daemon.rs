@@ -71,6 +71,13 @@ impl Readiness {
     }
 }
 
+/// Tells systemd what the mount last did (shown by `systemctl status`).
+pub fn notify_status(line: &str) {
+    if !line.is_empty() {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(line)]);
+    }
+}
+
 pub fn notify_stopping() {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
 }

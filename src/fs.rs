@@ -25,7 +25,7 @@ use crate::backend::{Backend, BackendError, Page, Param};
 use crate::error::Error;
 use crate::flight::Flights;
 use crate::names::{Name, Selector, Source, REFRESH, STATS};
-use crate::stats::Stats;
+use crate::stats::{Figures, Group, Stats};
 use crate::tree::{join, split, Cached, Fresh, Ino, Inval, Node, Tree, ROOT};
 
 /// How long entries that never change (the root, control files) stay in the kernel's cache.
@@ -192,6 +192,8 @@ pub struct Fs<B> {
     health: Mutex<Health>,
     invalidator: OnceLock<Box<dyn Invalidator>>,
     stats: Stats,
+    /// One line on what the mount last did (a group refreshed, an outage), for systemd's STATUS=.
+    status: tokio::sync::watch::Sender<String>,
     mounted_at: SystemTime,
 }
 
@@ -207,12 +209,47 @@ impl<B: Backend> Fs<B> {
             health: Mutex::new(Health::default()),
             invalidator: OnceLock::new(),
             stats,
+            status: tokio::sync::watch::Sender::new(String::new()),
             mounted_at: SystemTime::now(),
         })
     }
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The status line, which changes after each group refresh and at the start and end of an
+    /// outage. Never holds a value.
+    pub fn status(&self) -> tokio::sync::watch::Receiver<String> {
+        self.status.subscribe()
+    }
+
+    /// The figures of `.stats` in the OpenMetrics text format.
+    pub fn metrics(&self) -> String {
+        let tree = self.tree.lock().unwrap();
+        self.figures(&tree).to_openmetrics()
+    }
+
+    fn figures(&self, tree: &Tree) -> Figures {
+        let last_good = self.health.lock().unwrap().last_good;
+        let groups: Vec<Group> = tree
+            .groups()
+            .map(|(dir, refreshed_at, parameters)| Group {
+                name: self.config.source.full_name(dir),
+                refreshed_at,
+                parameters,
+            })
+            .collect();
+        self.stats.figures(last_good, &groups)
+    }
+
+    /// Records a group's good refresh and says so on the status line.
+    fn group_refreshed(&self, tree: &mut Tree, dir: &str, parameters: usize, at: Instant) {
+        tree.group_refreshed(dir, parameters, at);
+        let name = self.config.source.full_name(dir);
+        let plural = if parameters == 1 { "" } else { "s" };
+        self.status
+            .send_replace(format!("refreshed {name}: {parameters} parameter{plural}"));
     }
 
     pub fn set_invalidator(&self, inv: Box<dyn Invalidator>) {
@@ -228,6 +265,7 @@ impl<B: Backend> Fs<B> {
         self.record_health(&Ok::<(), BackendError>(()));
         let mut tree = self.tree.lock().unwrap();
         if page.next_token.is_none() {
+            self.group_refreshed(&mut tree, "", page.params.len(), at);
             tree.apply_sweep("", page.params, &self.config.source, at);
         } else {
             tree.apply_seen(page.params, &self.config.source, at);
@@ -334,15 +372,22 @@ impl<B: Backend> Fs<B> {
             Some(_) => return Err(Error::ReadOnly),
             None => return Err(Error::NotFound),
         };
-        self.fetch(Fetch::Sweep(dir.clone()), Some(Instant::now()))
+        self.refresh(&dir).await?;
+        Ok(len)
+    }
+
+    /// Refreshes the subtree at `dir` (`""`: the whole mount, as SIGHUP does) and returns once
+    /// the kernel's caches show the result. On failure the held values stay.
+    pub async fn refresh(&self, dir: &str) -> Result<(), Error> {
+        self.fetch(Fetch::Sweep(dir.to_string()), Some(Instant::now()))
             .await?;
         // Labels under the directory are asked again at their next lookup.
-        let invals = self.tree.lock().unwrap().forget_selectors(&dir);
+        let invals = self.tree.lock().unwrap().forget_selectors(dir);
         if let Some(inv) = self.invalidator.get() {
             inv.invalidate(invals);
             let _ = inv.barrier().await;
         }
-        Ok(len)
+        Ok(())
     }
 
     /// Attribute changes: only the truncation that `>` does to a `.refresh` file is accepted.
@@ -527,8 +572,8 @@ impl<B: Backend> Fs<B> {
             Name::Invalid => return Step::Done(Err(Error::NotFound)),
             Name::Control(c) => {
                 let ino = if c == STATS {
-                    let last_good = self.health.lock().unwrap().last_good;
-                    tree.new_snapshot(self.stats.to_json(last_good))
+                    let json = self.figures(tree).to_json();
+                    tree.new_snapshot(json)
                 } else {
                     tree.ino(Node::Refresh { dir: path })
                 };
@@ -703,8 +748,8 @@ impl<B: Backend> Fs<B> {
             let ino = match tree.newest_snapshot() {
                 Some(ino) => ino,
                 None => {
-                    let last_good = self.health.lock().unwrap().last_good;
-                    tree.new_snapshot(self.stats.to_json(last_good))
+                    let json = self.figures(tree).to_json();
+                    tree.new_snapshot(json)
                 }
             };
             entries.push((ino, Kind::File, STATS.to_string()));
@@ -826,19 +871,15 @@ impl<B: Backend> Fs<B> {
                 let params = self
                     .list_all(&source.full_name(dir), self.config.recursive)
                     .await?;
-                Ok(self
-                    .tree
-                    .lock()
-                    .unwrap()
-                    .apply_sweep(dir, params, source, at))
+                let mut tree = self.tree.lock().unwrap();
+                self.group_refreshed(&mut tree, dir, params.len(), at);
+                Ok(tree.apply_sweep(dir, params, source, at))
             }
             Fetch::Files(dir) => {
                 let params = self.list_all(&source.full_name(dir), false).await?;
-                Ok(self
-                    .tree
-                    .lock()
-                    .unwrap()
-                    .apply_files(dir, params, source, at))
+                let mut tree = self.tree.lock().unwrap();
+                self.group_refreshed(&mut tree, dir, params.len(), at);
+                Ok(tree.apply_files(dir, params, source, at))
             }
             Fetch::Probe(path) => {
                 let full = source.full_name(path);
@@ -926,6 +967,8 @@ impl<B: Backend> Fs<B> {
             Ok(_) => {
                 if health.retry_at.take().is_some() {
                     info!("AWS answers again; cached values are being refreshed");
+                    self.status
+                        .send_replace("AWS answers again; refreshing held values".to_string());
                 }
                 health.backoff = Duration::ZERO;
                 health.last_good = Some(Instant::now());
@@ -934,6 +977,10 @@ impl<B: Backend> Fs<B> {
             Err(err) if err.is_transient() => {
                 if health.retry_at.is_none() {
                     warn!(error = %err, "AWS is failing; serving the last good values until it answers");
+                    self.status.send_replace(format!(
+                        "AWS is failing ({}); serving the last good values",
+                        err.kind()
+                    ));
                 }
                 health.backoff = (health.backoff * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF);
                 health.retry_at = Some(Instant::now() + health.backoff);

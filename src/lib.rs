@@ -15,6 +15,7 @@ pub mod flight;
 pub mod fs;
 pub mod fuse;
 pub mod json;
+pub mod metrics;
 pub mod mount;
 pub mod names;
 pub mod stats;

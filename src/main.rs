@@ -1,7 +1,8 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    ssmfs::mount::main(ssmfs::cli::Cli::parse())
+    match ssmfs::cli::Cli::parse_args(std::env::args_os()) {
+        Ok(cli) => ssmfs::mount::main(cli),
+        Err(e) => e.exit(),
+    }
 }

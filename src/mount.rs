@@ -2,7 +2,9 @@
 //! then wait for a signal or an external unmount.
 //!
 //! Promises: a start-up failure exits non-zero with one line saying what to fix and leaves
-//! nothing mounted; SIGTERM and SIGINT unmount and exit 0; an external `umount` exits 0.
+//! nothing mounted; SIGTERM and SIGINT unmount and exit 0; SIGHUP refreshes every group, as a
+//! write to the root `.refresh` does; an external `umount` exits 0. Under systemd the daemon
+//! sends READY=1 once the mount is live, STATUS= after each refresh, and STOPPING=1.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -22,9 +24,10 @@ use crate::backend::ssm::SsmBackend;
 use crate::backend::BackendError;
 use crate::backend::{ApiCalls, Backend};
 use crate::cli::Cli;
-use crate::daemon::{notify_stopping, Readiness};
+use crate::daemon::{notify_status, notify_stopping, Readiness};
 use crate::fs::{Config, Fs};
 use crate::fuse::{FuseFs, KernelInvalidator};
+use crate::metrics;
 use crate::names::{Dialect, Source};
 
 /// A connection that does not open in this time fails the call (and start-up) instead of
@@ -75,6 +78,12 @@ fn check_mountpoint(path: &Path) -> Result<(), String> {
         Ok(_) => Err(format!("mountpoint {} is not a directory", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
             "mountpoint {} does not exist: create it with mkdir -p {}",
+            path.display(),
+            path.display()
+        )),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(format!(
+            "mountpoint {} is left over from a FUSE daemon that died: unmount it with umount -l {} \
+             and start ssmfs again",
             path.display(),
             path.display()
         )),
@@ -177,6 +186,12 @@ fn serve<B: Backend>(
         MountOption::NoDev,
         MountOption::NoAtime,
     ];
+    if cli.mount_flags.read_only {
+        config.mount_options.push(MountOption::RO);
+    }
+    if cli.mount_flags.no_exec {
+        config.mount_options.push(MountOption::NoExec);
+    }
     config.acl = if cli.allow_other {
         SessionACL::All
     } else if cli.allow_root {
@@ -200,24 +215,51 @@ fn serve<B: Backend>(
         })
         .map_err(|e| format!("cannot start the FUSE thread: {e}"))?;
     // Handlers are in place before readiness is reported, so that a signal sent as soon as the
-    // mount is live unmounts instead of killing the process.
-    let (mut term, mut int) = {
+    // mount is live unmounts (or refreshes) instead of killing the process.
+    let (mut term, mut int, mut hup) = {
         let _entered = rt.enter();
         let term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
         let int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
-        (term, int)
+        let hup = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?;
+        (term, int, hup)
     };
+    if let Some(addr) = cli.metrics_addr {
+        let listener = rt.block_on(metrics::bind(addr))?;
+        let fs = fs.clone();
+        rt.spawn(metrics::serve(listener, Arc::new(move || fs.metrics())));
+        info!(%addr, "serving metrics at /metrics");
+    }
+    let mut status = fs.status();
+    let first = status.borrow_and_update().clone();
+    rt.spawn(async move {
+        while status.changed().await.is_ok() {
+            let line = status.borrow_and_update().clone();
+            notify_status(&line);
+        }
+    });
     info!(source = %source, mountpoint = %cli.mountpoint.display(), "mounted");
     readiness.ready();
+    notify_status(&first);
 
     let mountpoint = cli.mountpoint.clone();
     rt.block_on(async move {
-        let why = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-            _ = &mut ended => {
-                info!("unmounted from outside; exiting");
-                return;
+        let why = loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    let fs = fs.clone();
+                    tokio::spawn(async move {
+                        info!("SIGHUP: refreshing every group");
+                        if let Err(err) = fs.refresh("").await {
+                            warn!(error = %err, "refresh on SIGHUP failed; the held values stay");
+                        }
+                    });
+                }
+                _ = term.recv() => break "SIGTERM",
+                _ = int.recv() => break "SIGINT",
+                _ = &mut ended => {
+                    info!("unmounted from outside; exiting");
+                    return;
+                }
             }
         };
         info!(signal = why, "unmounting");

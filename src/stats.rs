@@ -1,12 +1,19 @@
 //! Counters of what the mount did: API calls by operation, errors, throttles, cache hits and
-//! misses, refreshes and stale-served answers. Read by `.stats` as JSON.
+//! misses, refreshes and stale-served answers, and per group (a directory whose listing was
+//! fetched) the age of its last good refresh. Read by `.stats` as JSON and by `--metrics-addr`
+//! in the OpenMetrics text format that Prometheus scrapes.
 //!
-//! Promises: counting is lock-free and costs an atomic add; nothing here holds a value.
+//! Promises: counting is lock-free and costs an atomic add; nothing here holds a value, and
+//! both renderings show the same figures under the same names.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Instant;
 
-use std::sync::Arc;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use crate::backend::ApiCalls;
 
@@ -21,6 +28,28 @@ pub struct Stats {
     pub stale_served: AtomicU64,
 }
 
+/// One group's last good refresh: its full name (`/app/db`, `prod/`), when, and how many
+/// parameters it held.
+pub struct Group {
+    pub name: String,
+    pub refreshed_at: Instant,
+    pub parameters: usize,
+}
+
+/// The figures at one instant.
+pub struct Figures {
+    calls: Vec<(&'static str, u64)>,
+    errors: u64,
+    throttles: u64,
+    hits: u64,
+    misses: u64,
+    refreshes: u64,
+    stale_served: u64,
+    since_last_good: Option<f64>,
+    /// Name, seconds since its last good refresh, parameters.
+    groups: Vec<(String, f64, usize)>,
+}
+
 impl Stats {
     pub fn new(calls: Arc<ApiCalls>) -> Self {
         Stats {
@@ -33,26 +62,185 @@ impl Stats {
         counter.fetch_add(1, Relaxed);
     }
 
-    /// The counters as a JSON document, ending in a newline.
-    pub fn to_json(&self, last_good_refresh: Option<Instant>) -> Vec<u8> {
+    pub fn figures(&self, last_good: Option<Instant>, groups: &[Group]) -> Figures {
+        Figures {
+            calls: self.calls.snapshot(),
+            errors: self.errors.load(Relaxed),
+            throttles: self.calls.throttles(),
+            hits: self.hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            refreshes: self.refreshes.load(Relaxed),
+            stale_served: self.stale_served.load(Relaxed),
+            since_last_good: last_good.map(|t| t.elapsed().as_secs_f64()),
+            groups: groups
+                .iter()
+                .map(|g| {
+                    let age = g.refreshed_at.elapsed().as_secs_f64();
+                    (g.name.clone(), age, g.parameters)
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Figures {
+    /// The `.stats` document, ending in a newline.
+    pub fn to_json(&self) -> Vec<u8> {
         let calls: serde_json::Map<String, serde_json::Value> = self
             .calls
-            .snapshot()
-            .into_iter()
-            .map(|(op, n)| (op.to_string(), n.into()))
+            .iter()
+            .map(|(op, n)| (op.to_string(), (*n).into()))
+            .collect();
+        let groups: serde_json::Map<String, serde_json::Value> = self
+            .groups
+            .iter()
+            .map(|(name, age, n)| {
+                let group = serde_json::json!({
+                    "seconds_since_refresh": age,
+                    "parameters": n,
+                });
+                (name.clone(), group)
+            })
             .collect();
         let doc = serde_json::json!({
             "api_calls": calls,
-            "api_errors": self.errors.load(Relaxed),
-            "throttles": self.calls.throttles(),
-            "cache_hits": self.hits.load(Relaxed),
-            "cache_misses": self.misses.load(Relaxed),
-            "refreshes": self.refreshes.load(Relaxed),
-            "stale_served": self.stale_served.load(Relaxed),
-            "seconds_since_last_good_fetch": last_good_refresh.map(|t| t.elapsed().as_secs_f64()),
+            "api_errors": self.errors,
+            "throttles": self.throttles,
+            "cache_hits": self.hits,
+            "cache_misses": self.misses,
+            "refreshes": self.refreshes,
+            "stale_served": self.stale_served,
+            "seconds_since_last_good_fetch": self.since_last_good,
+            "groups": groups,
         });
         let mut out = serde_json::to_vec_pretty(&doc).expect("plain JSON");
         out.push(b'\n');
         out
+    }
+
+    /// The same figures in the OpenMetrics text format, each name prefixed `ssmfs_`.
+    pub fn to_openmetrics(&self) -> String {
+        fn counter(registry: &mut Registry, name: &str, help: &str, n: u64) {
+            let c = Counter::<u64>::default();
+            c.inc_by(n);
+            registry.register(name, help, c);
+        }
+        let mut registry = Registry::with_prefix("ssmfs");
+        let calls = Family::<Vec<(String, String)>, Counter>::default();
+        for (op, n) in &self.calls {
+            calls
+                .get_or_create(&vec![("operation".to_string(), op.to_string())])
+                .inc_by(*n);
+        }
+        registry.register("api_calls", "API calls made, by operation", calls);
+        counter(
+            &mut registry,
+            "api_errors",
+            "API calls that failed",
+            self.errors,
+        );
+        counter(
+            &mut registry,
+            "throttles",
+            "Attempts AWS throttled",
+            self.throttles,
+        );
+        counter(
+            &mut registry,
+            "cache_hits",
+            "Answers from the cache",
+            self.hits,
+        );
+        counter(
+            &mut registry,
+            "cache_misses",
+            "Answers that needed a fetch",
+            self.misses,
+        );
+        counter(&mut registry, "refreshes", "Fetches made", self.refreshes);
+        counter(
+            &mut registry,
+            "stale_served",
+            "Answers from values older than their max age while AWS failed",
+            self.stale_served,
+        );
+        if let Some(age) = self.since_last_good {
+            let g = Gauge::<f64, AtomicU64>::default();
+            g.set(age);
+            registry.register(
+                "seconds_since_last_good_fetch",
+                "Seconds since an API call last succeeded",
+                g,
+            );
+        }
+        let ages = Family::<Vec<(String, String)>, Gauge<f64, AtomicU64>>::default();
+        let sizes = Family::<Vec<(String, String)>, Gauge>::default();
+        for (name, age, n) in &self.groups {
+            let label = vec![("group".to_string(), name.clone())];
+            ages.get_or_create(&label).set(*age);
+            sizes
+                .get_or_create(&label)
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+        registry.register(
+            "group_seconds_since_refresh",
+            "Seconds since each group's listing was last fetched",
+            ages,
+        );
+        registry.register(
+            "group_parameters",
+            "Parameters in each group at its last refresh",
+            sizes,
+        );
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .expect("writing to a String");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Op;
+
+    #[test]
+    fn both_renderings_show_the_same_figures() {
+        let calls = Arc::new(ApiCalls::default());
+        calls.count(Op::GetParametersByPath);
+        calls.count(Op::GetParametersByPath);
+        let stats = Stats::new(calls);
+        Stats::bump(&stats.hits);
+        let groups = [Group {
+            name: "/app \"x\"".to_string(),
+            refreshed_at: Instant::now(),
+            parameters: 3,
+        }];
+        let figures = stats.figures(Some(Instant::now()), &groups);
+
+        let json: serde_json::Value = serde_json::from_slice(&figures.to_json()).unwrap();
+        assert_eq!(json["api_calls"]["GetParametersByPath"], 2);
+        assert_eq!(json["cache_hits"], 1);
+        assert_eq!(json["groups"]["/app \"x\""]["parameters"], 3);
+        assert!(
+            json["groups"]["/app \"x\""]["seconds_since_refresh"]
+                .as_f64()
+                .unwrap()
+                < 60.0
+        );
+
+        let text = figures.to_openmetrics();
+        assert!(
+            text.contains("ssmfs_api_calls_total{operation=\"GetParametersByPath\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("ssmfs_cache_hits_total 1\n"), "{text}");
+        assert!(text.contains("ssmfs_cache_misses_total 0\n"), "{text}");
+        assert!(
+            text.contains("ssmfs_group_parameters{group=\"/app \\\"x\\\"\"} 3\n"),
+            "label values are escaped: {text}"
+        );
+        assert!(text.contains("# TYPE ssmfs_group_seconds_since_refresh gauge"));
+        assert!(text.ends_with("# EOF\n"));
     }
 }

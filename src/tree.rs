@@ -141,6 +141,9 @@ pub struct Tree {
     snapshots: HashMap<Ino, Arc<Snapshot>>,
     newest_snapshot: Option<Ino>,
     generations: u64,
+    /// Directories whose whole listing was fetched, by path: when last, and how many
+    /// parameters it held. A group's refresh covers the groups below it, which are dropped.
+    groups: BTreeMap<String, (Instant, usize)>,
 }
 
 impl Tree {
@@ -442,6 +445,24 @@ impl Tree {
         } else {
             name.to_string()
         }
+    }
+
+    /// Records that the listing of `dir` was fetched whole at `at`, with `parameters` in it.
+    pub fn group_refreshed(&mut self, dir: &str, parameters: usize, at: Instant) {
+        self.groups
+            .retain(|g, _| !(dir.is_empty() || g.starts_with(&format!("{dir}/"))));
+        let entry = self
+            .groups
+            .entry(dir.to_string())
+            .or_insert((at, parameters));
+        if entry.0 <= at {
+            *entry = (at, parameters);
+        }
+    }
+
+    /// The groups, by path, with when each was last refreshed and its parameter count.
+    pub fn groups(&self) -> impl Iterator<Item = (&str, Instant, usize)> {
+        self.groups.iter().map(|(g, (at, n))| (g.as_str(), *at, *n))
     }
 
     /// Records the result of a complete recursive listing of `top`: every directory and file at

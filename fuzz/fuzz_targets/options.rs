@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(mode.0 & !0o444, 0, "only read bits");
     }
     let args = std::iter::once("ssmfs").chain(s.split('\0'));
-    if let Ok(c) = <cli::Cli as clap::Parser>::try_parse_from(args) {
+    if let Ok(c) = cli::Cli::parse_args(args) {
         let _ = c.max_age_for(&c.source);
     }
 });

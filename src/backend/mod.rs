@@ -62,6 +62,17 @@ pub enum BackendError {
 }
 
 impl BackendError {
+    /// What kind of failure this is, in a few words.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendError::AccessDenied(_) => "access denied",
+            BackendError::Throttled(_) => "throttled",
+            BackendError::Credentials(_) => "credentials",
+            BackendError::Unavailable(_) => "no answer",
+            BackendError::Other(_) => "error",
+        }
+    }
+
     /// Errors that may go away by themselves (outage, throttling, credentials that failed to
     /// renew): the last good values are served meanwhile.
     pub fn is_transient(&self) -> bool {

@@ -35,7 +35,7 @@ fn moto_binary() -> PathBuf {
     "moto_server".into()
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
