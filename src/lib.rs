@@ -9,6 +9,7 @@ pub mod backend;
 pub mod cli;
 pub mod content;
 pub mod daemon;
+pub mod devfuse;
 pub mod error;
 pub mod filter;
 pub mod flight;

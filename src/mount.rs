@@ -25,6 +25,7 @@ use crate::backend::BackendError;
 use crate::backend::{ApiCalls, Backend};
 use crate::cli::Cli;
 use crate::daemon::{notify_status, notify_stopping, Readiness};
+use crate::devfuse::{self, MountRequest};
 use crate::fs::{Config, Fs};
 use crate::fuse::{FuseFs, KernelInvalidator};
 use crate::metrics;
@@ -174,39 +175,62 @@ fn serve<B: Backend>(
     rt.block_on(fs.check_source())
         .map_err(|e| startup_error(&e, &source, sdk))?;
 
-    let mut config = fuser::Config::default();
-    config.mount_options = vec![
-        MountOption::FSName(match source.dialect {
-            Dialect::Ssm => format!("ssm:{source}"),
-            Dialect::SecretsManager => source.to_string(),
-        }),
-        MountOption::Subtype("ssmfs".to_string()),
-        MountOption::DefaultPermissions,
-        MountOption::NoSuid,
-        MountOption::NoDev,
-        MountOption::NoAtime,
-    ];
-    if cli.mount_flags.read_only {
-        config.mount_options.push(MountOption::RO);
-    }
-    if cli.mount_flags.no_exec {
-        config.mount_options.push(MountOption::NoExec);
-    }
-    config.acl = if cli.allow_other {
+    let fsname = match source.dialect {
+        Dialect::Ssm => format!("ssm:{source}"),
+        Dialect::SecretsManager => source.to_string(),
+    };
+    let acl = if cli.allow_other {
         SessionACL::All
     } else if cli.allow_root {
         SessionACL::RootAndOwner
     } else {
         SessionACL::Owner
     };
+    let mut config = fuser::Config::default();
+    config.acl = acl;
     config.n_threads = Some(2);
     config.clone_fd = true;
-
     let adapter = FuseFs::new(fs.clone(), rt.handle().clone());
-    let mut session = fuser::Session::new(adapter, &cli.mountpoint, &config)
-        .map_err(|e| format!("cannot mount on {}: {e}", cli.mountpoint.display()))?;
+    let cannot_mount =
+        |e: std::io::Error| format!("cannot mount on {}: {e}", cli.mountpoint.display());
+    let request = MountRequest {
+        fsname: &fsname,
+        mountpoint: &cli.mountpoint,
+        read_only: cli.mount_flags.read_only,
+        no_exec: cli.mount_flags.no_exec,
+        allow_other: acl != SessionACL::Owner,
+    };
+    // mount(2) as fuse.ssmfs; without the right to (not root), fuser's fusermount3 path.
+    let (session, mut unmounter) = match devfuse::mount(&request).map_err(cannot_mount)? {
+        Some(fd) => match fuser::Session::from_fd(adapter, fd, acl, config) {
+            Ok(session) => (session, None),
+            Err(e) => {
+                let _ = nix::mount::umount2(&cli.mountpoint, nix::mount::MntFlags::MNT_DETACH);
+                return Err(cannot_mount(e));
+            }
+        },
+        None => {
+            config.mount_options = vec![
+                MountOption::FSName(fsname.clone()),
+                MountOption::Subtype("ssmfs".to_string()),
+                MountOption::DefaultPermissions,
+                MountOption::NoSuid,
+                MountOption::NoDev,
+                MountOption::NoAtime,
+            ];
+            if cli.mount_flags.read_only {
+                config.mount_options.push(MountOption::RO);
+            }
+            if cli.mount_flags.no_exec {
+                config.mount_options.push(MountOption::NoExec);
+            }
+            let mut session =
+                fuser::Session::new(adapter, &cli.mountpoint, &config).map_err(cannot_mount)?;
+            let unmounter = session.unmount_callable();
+            (session, Some(unmounter))
+        }
+    };
     fs.set_invalidator(Box::new(KernelInvalidator::spawn(session.notifier())));
-    let mut unmounter = session.unmount_callable();
     let (ended_tx, mut ended) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("fuser".to_string())
@@ -264,7 +288,12 @@ fn serve<B: Backend>(
         };
         info!(signal = why, "unmounting");
         notify_stopping();
-        if let Err(err) = unmounter.unmount() {
+        let unmounted = match unmounter.as_mut() {
+            Some(unmounter) => unmounter.unmount(),
+            None => nix::mount::umount2(&mountpoint, nix::mount::MntFlags::empty())
+                .map_err(std::io::Error::from),
+        };
+        if let Err(err) = unmounted {
             // Busy (a reader holds a file open): detach now, so nothing stays mounted.
             warn!(error = %err, "unmount failed; detaching the mount lazily");
             let _ = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH);
