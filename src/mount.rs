@@ -82,14 +82,58 @@ fn check_mountpoint(path: &Path) -> Result<(), String> {
             path.display(),
             path.display()
         )),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(format!(
-            "mountpoint {} is left over from a FUSE daemon that died: unmount it with umount -l {} \
-             and start ssmfs again",
-            path.display(),
-            path.display()
-        )),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            // A dead mount: its daemon was killed or crashed. One of ours is useless to anyone
+            // and is detached, so that a restart (systemd, a container) simply works.
+            if dead_ssmfs_mount(path) {
+                nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
+                    format!(
+                        "cannot detach the dead ssmfs mount at {}: {e}",
+                        path.display()
+                    )
+                })?;
+                eprintln!(
+                    "ssmfs: detached the dead ssmfs mount left at {} by a daemon that died",
+                    path.display()
+                );
+                return check_mountpoint(path);
+            }
+            Err(format!(
+                "mountpoint {} is left over from a FUSE daemon that died: unmount it with \
+                 umount -l {} and start ssmfs again",
+                path.display(),
+                path.display()
+            ))
+        }
         Err(e) => Err(format!("mountpoint {}: {e}", path.display())),
     }
+}
+
+/// Whether the topmost mount at `path` is of type fuse.ssmfs (read from /proc/self/mountinfo).
+fn dead_ssmfs_mount(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let Ok(cwd) = std::env::current_dir() else {
+        return false;
+    };
+    let want = cwd.join(path);
+    let want = want.to_string_lossy();
+    info.lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let mount_point = fields.nth(4)?;
+            let fstype = line.split(" - ").nth(1)?.split(' ').next()?;
+            // mountinfo escapes space, tab, newline and backslash in octal.
+            let unescaped = mount_point
+                .replace("\\040", " ")
+                .replace("\\011", "\t")
+                .replace("\\012", "\n")
+                .replace("\\134", "\\");
+            (unescaped == want.trim_end_matches('/')).then_some(fstype == devfuse::FS_TYPE)
+        })
+        .last()
+        .unwrap_or(false)
 }
 
 fn init_logging(cli: &Cli) -> Result<(), String> {

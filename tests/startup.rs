@@ -219,3 +219,30 @@ fn other_users_read_only_with_allow_other_and_never_secure_strings() {
         "the owner still reads it"
     );
 }
+
+#[test]
+fn a_restart_detaches_the_dead_mount_a_killed_daemon_left() {
+    let moto = Moto::start();
+    moto.put("/app/a", "String", "1");
+    let mut first = Mount::start(&moto, "/app", &[]);
+    let mnt = first.path("");
+    assert!(first.stop_with(libc::SIGKILL).code().is_none());
+    let dead = std::fs::metadata(&mnt).unwrap_err();
+    assert_eq!(dead.raw_os_error(), Some(libc::ENOTCONN), "{dead}");
+
+    let out = ssmfs()
+        .args(["/app"])
+        .arg(&mnt)
+        .args(["--endpoint-url", &moto.url()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("detached the dead ssmfs mount"), "{stderr}");
+    assert_eq!(std::fs::read(mnt.join("a")).unwrap(), b"1");
+    let umount = std::process::Command::new("umount")
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(umount.success());
+}
