@@ -132,7 +132,7 @@ fn dead_ssmfs_mount(path: &Path) -> bool {
                 .replace("\\134", "\\");
             (unescaped == want.trim_end_matches('/')).then_some(fstype == devfuse::FS_TYPE)
         })
-        .last()
+        .next_back()
         .unwrap_or(false)
 }
 
