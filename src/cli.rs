@@ -30,8 +30,8 @@ Then: cat /mnt/ssm/db/password; echo 1 > /mnt/ssm/.refresh forces a refresh; umo
 Every option is also a mount option: -o max_age=300,allow_other. An /etc/fstab line:
   ssm:/app  /mnt/ssm  fuse.ssmfs  _netdev,allow_other,max_age=300  0 0";
 
-/// Mount AWS SSM Parameter Store as a read-only filesystem, with a max-age cache in front of
-/// the API.
+/// Mount AWS SSM Parameter Store or Secrets Manager as a read-only filesystem, with a max-age
+/// cache in front of the API.
 #[derive(Parser, Debug)]
 #[command(name = "ssmfs", version, after_help = EXAMPLES, args_override_self = true)]
 pub struct Cli {
