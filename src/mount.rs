@@ -149,7 +149,13 @@ fn init_logging(cli: &Cli) -> Result<(), String> {
                 .create(true)
                 .append(true)
                 .open(path)
-                .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
+                .map_err(|e| {
+                    format!(
+                        "cannot open log file {}: {e}; give a path in a directory that exists and \
+                         that this user can write",
+                        path.display()
+                    )
+                })?;
             builder.with_ansi(false).with_writer(Arc::new(file)).init();
         }
         None => builder
@@ -184,7 +190,10 @@ fn run(cli: &Cli, readiness: &mut Readiness) -> Result<(), String> {
         gid: cli.gid.unwrap_or_else(|| nix::unistd::getgid().as_raw()),
     };
     if source.dialect == Dialect::SecretsManager && (!cli.filter.is_empty() || cli.no_decrypt) {
-        return Err("--filter and --no-decrypt apply to SSM sources only".to_string());
+        return Err(
+            "--filter and --no-decrypt apply to SSM sources only: remove them, or mount an ssm: source"
+                .to_string(),
+        );
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -235,8 +244,13 @@ fn serve<B: Backend>(
     config.n_threads = Some(2);
     config.clone_fd = true;
     let adapter = FuseFs::new(fs.clone(), rt.handle().clone());
-    let cannot_mount =
-        |e: std::io::Error| format!("cannot mount on {}: {e}", cli.mountpoint.display());
+    let cannot_mount = |e: std::io::Error| {
+        format!(
+            "cannot mount on {}: {e}; run as root, or install fusermount3 (package fuse3) and \
+             check that /dev/fuse exists",
+            cli.mountpoint.display()
+        )
+    };
     let request = MountRequest {
         fsname: &fsname,
         mountpoint: &cli.mountpoint,
@@ -414,6 +428,9 @@ fn startup_error(err: &BackendError, source: &Source, sdk: &SdkConfig) -> String
                 .map_or_else(|| format!("the SSM endpoint of {region}"), str::to_string);
             format!("cannot reach {endpoint}: {msg}; check --endpoint-url, --region and the network")
         }
-        BackendError::Other(msg) => format!("reading {source} failed: {msg}"),
+        BackendError::Other(msg) => format!(
+            "reading {source} failed: {msg}; check SOURCE and the options, and run with \
+             --log-level debug --foreground for details"
+        ),
     }
 }
