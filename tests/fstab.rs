@@ -29,6 +29,14 @@ fn in_namespace(script: &str, args: &[&str]) -> Output {
         .expect("unshare (util-linux)")
 }
 
+/// A directory holding the mountpoint `mnt`, removed on drop.
+fn mountpoint() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    (dir, mnt)
+}
+
 fn check(out: &Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -57,9 +65,7 @@ echo done
 fn an_fstab_line_mounts_with_mount_and_unmounts_with_umount() {
     let moto = Moto::start();
     moto.put("/app/a", "String", "from fstab");
-    let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
+    let (dir, mnt) = mountpoint();
     let fstab = dir.path().join("fstab");
     std::fs::write(
         &fstab,
@@ -89,9 +95,7 @@ fn an_fstab_line_mounts_with_mount_and_unmounts_with_umount() {
 fn mount_t_takes_generic_options_and_ro() {
     let moto = Moto::start();
     moto.put("/app/a", "String", "read-only");
-    let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
+    let (_dir, mnt) = mountpoint();
     let script = format!(
         "mnt=$2\nmount -t fuse.ssmfs ssm:/app \"$mnt\" \
          -o ro,nosuid,nodev,noexec,user,defaults,x-systemd.automount,max_tps=5,endpoint_url=$1\n\

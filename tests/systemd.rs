@@ -8,13 +8,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::time::Duration;
+use std::process::Child;
 
-use common::{free_port, is_mounted, ssmfs, Moto};
-
-/// A bound on a hang, not a synchronisation: every wait below waits for a datagram.
-const LIMIT: Duration = Duration::from_secs(60);
+use common::{free_port, is_mounted, notify_socket, spawn_foreground, Moto};
 
 /// Plays systemd: a notify socket, and `ssmfs --foreground` started with NOTIFY_SOCKET set.
 struct Systemd {
@@ -29,20 +25,8 @@ impl Systemd {
         let dir = tempfile::tempdir().unwrap();
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
-        let sock_path = dir.path().join("notify");
-        let sock = UnixDatagram::bind(&sock_path).unwrap();
-        sock.set_read_timeout(Some(LIMIT)).unwrap();
-        let child = ssmfs()
-            .args(["--foreground", "ssm:/app"])
-            .arg(&mnt)
-            .args(["--endpoint-url", url])
-            .args(args)
-            .env("NOTIFY_SOCKET", &sock_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let (sock_path, sock) = notify_socket(dir.path());
+        let child = spawn_foreground(url, "ssm:/app", &mnt, args, &sock_path);
         Systemd {
             _dir: dir,
             mnt,

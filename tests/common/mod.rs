@@ -173,6 +173,36 @@ pub fn ssmfs_at(path: &Path) -> Command {
     cmd
 }
 
+/// A datagram socket in `dir` for NOTIFY_SOCKET, as systemd has one, with a bound on waits.
+pub fn notify_socket(dir: &Path) -> (PathBuf, UnixDatagram) {
+    let path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(STARTUP_LIMIT)).unwrap();
+    (path, sock)
+}
+
+/// `ssmfs -f SOURCE MNT --endpoint-url URL ARGS` with NOTIFY_SOCKET set and standard error piped.
+pub fn spawn_foreground(
+    url: &str,
+    source: &str,
+    mnt: &Path,
+    args: &[&str],
+    notify: &Path,
+) -> Child {
+    ssmfs()
+        .arg("-f")
+        .arg(source)
+        .arg(mnt)
+        .args(["--endpoint-url", url])
+        .args(args)
+        .env("NOTIFY_SOCKET", notify)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// A live ssmfs mount in the foreground, stopped with SIGTERM on drop.
 pub struct Mount {
     pub dir: tempfile::TempDir,
@@ -195,22 +225,9 @@ impl Mount {
         let dir = tempfile::tempdir().unwrap();
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
-        let sock_path = dir.path().join("notify.sock");
-        let sock = UnixDatagram::bind(&sock_path).unwrap();
-        sock.set_read_timeout(Some(STARTUP_LIMIT)).unwrap();
+        let (sock_path, sock) = notify_socket(dir.path());
         let log = dir.path().join("ssmfs.log");
-        let mut child = ssmfs()
-            .arg("-f")
-            .arg(source)
-            .arg(&mnt)
-            .args(["--endpoint-url", url])
-            .args(args)
-            .env("NOTIFY_SOCKET", &sock_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_foreground(url, source, &mnt, args, &sock_path);
         // Copy the daemon's stderr to the log; its end means the daemon exited, which is
         // posted on the same socket so that a failed start is seen at once.
         let mut stderr = child.stderr.take().unwrap();
