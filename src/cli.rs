@@ -144,12 +144,12 @@ pub struct Cli {
 
     /// Serve the figures of .stats in Prometheus text format at http://ADDR/metrics. A port
     /// alone listens on 127.0.0.1.
-    #[arg(long, value_name = "[HOST:]PORT", value_parser = parse_metrics_addr, help_heading = "Logging")]
+    #[arg(long, value_name = "[HOST:]PORT", value_parser = parse_metrics_addr, help_heading = "Monitoring")]
     pub metrics_addr: Option<SocketAddr>,
 
     /// Mount options as mount(8) passes them: any long option without its dashes
     /// (max_age=300,allow_other), and the generic ones (ro, noexec, _netdev, nofail, defaults…).
-    /// Read by `Cli::parse_args` before clap sees the command line; declared for --help.
+    // Read by `Cli::parse_args` before clap sees the command line; declared here for --help.
     #[arg(short = 'o', value_name = "OPTIONS", help_heading = "Mount")]
     pub options: Vec<String>,
 
