@@ -12,6 +12,7 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
+use fuser::MountOption;
 use nix::mount::MsFlags;
 
 pub const FS_TYPE: &str = "fuse.ssmfs";
@@ -26,6 +27,28 @@ pub struct MountRequest<'a> {
     /// Whether users other than the one mounting may reach the mount at all (the session
     /// narrows it to root with `allow_root`).
     pub allow_other: bool,
+}
+
+impl MountRequest<'_> {
+    /// The same mount as fuser's options, for its fusermount3 path (the ACL, including
+    /// allow_other, is fuser's `Config::acl`).
+    pub fn fuser_options(&self) -> Vec<MountOption> {
+        let mut options = vec![
+            MountOption::FSName(self.fsname.to_string()),
+            MountOption::Subtype(FS_TYPE.trim_start_matches("fuse.").to_string()),
+            MountOption::DefaultPermissions,
+            MountOption::NoSuid,
+            MountOption::NoDev,
+            MountOption::NoAtime,
+        ];
+        if self.read_only {
+            options.push(MountOption::RO);
+        }
+        if self.no_exec {
+            options.push(MountOption::NoExec);
+        }
+        options
+    }
 }
 
 /// Opens /dev/fuse and mounts it. `Ok(None)`: not permitted, nothing done.

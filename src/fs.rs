@@ -226,8 +226,9 @@ impl<B: Backend> Fs<B> {
 
     /// The figures of `.stats` in the OpenMetrics text format.
     pub fn metrics(&self) -> String {
-        let tree = self.tree.lock().unwrap();
-        self.figures(&tree).to_openmetrics()
+        // Rendered after the tree lock is released: lookups wait on that lock.
+        let figures = self.figures(&self.tree.lock().unwrap());
+        figures.to_openmetrics()
     }
 
     fn figures(&self, tree: &Tree) -> Figures {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::ProvideCredentials;
-use fuser::{MountOption, SessionACL};
+use fuser::SessionACL;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
@@ -268,20 +268,7 @@ fn serve<B: Backend>(
             }
         },
         None => {
-            config.mount_options = vec![
-                MountOption::FSName(fsname.clone()),
-                MountOption::Subtype("ssmfs".to_string()),
-                MountOption::DefaultPermissions,
-                MountOption::NoSuid,
-                MountOption::NoDev,
-                MountOption::NoAtime,
-            ];
-            if cli.mount_flags.read_only {
-                config.mount_options.push(MountOption::RO);
-            }
-            if cli.mount_flags.no_exec {
-                config.mount_options.push(MountOption::NoExec);
-            }
+            config.mount_options = request.fuser_options();
             let mut session =
                 fuser::Session::new(adapter, &cli.mountpoint, &config).map_err(cannot_mount)?;
             let unmounter = session.unmount_callable();
