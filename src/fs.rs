@@ -245,8 +245,15 @@ impl<B: Backend> Fs<B> {
     }
 
     /// Records a group's good refresh and says so on the status line.
-    fn group_refreshed(&self, tree: &mut Tree, dir: &str, parameters: usize, at: Instant) {
-        tree.group_refreshed(dir, parameters, at);
+    fn group_refreshed(
+        &self,
+        tree: &mut Tree,
+        dir: &str,
+        subtree: bool,
+        parameters: usize,
+        at: Instant,
+    ) {
+        tree.group_refreshed(dir, subtree, parameters, at);
         let name = self.config.source.full_name(dir);
         let plural = if parameters == 1 { "" } else { "s" };
         self.status
@@ -266,7 +273,8 @@ impl<B: Backend> Fs<B> {
         self.record_health(&Ok::<(), BackendError>(()));
         let mut tree = self.tree.lock().unwrap();
         if page.next_token.is_none() {
-            self.group_refreshed(&mut tree, "", page.params.len(), at);
+            let subtree = self.config.recursive;
+            self.group_refreshed(&mut tree, "", subtree, page.params.len(), at);
             tree.apply_sweep("", page.params, &self.config.source, at);
         } else {
             tree.apply_seen(page.params, &self.config.source, at);
@@ -873,13 +881,14 @@ impl<B: Backend> Fs<B> {
                     .list_all(&source.full_name(dir), self.config.recursive)
                     .await?;
                 let mut tree = self.tree.lock().unwrap();
-                self.group_refreshed(&mut tree, dir, params.len(), at);
+                let subtree = self.config.recursive;
+                self.group_refreshed(&mut tree, dir, subtree, params.len(), at);
                 Ok(tree.apply_sweep(dir, params, source, at))
             }
             Fetch::Files(dir) => {
                 let params = self.list_all(&source.full_name(dir), false).await?;
                 let mut tree = self.tree.lock().unwrap();
-                self.group_refreshed(&mut tree, dir, params.len(), at);
+                self.group_refreshed(&mut tree, dir, false, params.len(), at);
                 Ok(tree.apply_files(dir, params, source, at))
             }
             Fetch::Probe(path) => {

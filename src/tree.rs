@@ -447,10 +447,14 @@ impl Tree {
         }
     }
 
-    /// Records that the listing of `dir` was fetched whole at `at`, with `parameters` in it.
-    pub fn group_refreshed(&mut self, dir: &str, parameters: usize, at: Instant) {
-        self.groups
-            .retain(|g, _| !(dir.is_empty() || g.starts_with(&format!("{dir}/"))));
+    /// Records that the listing of `dir` was fetched whole at `at`, with `parameters` in it;
+    /// `subtree`: the listing was recursive, so it refreshed the groups below `dir` too.
+    pub fn group_refreshed(&mut self, dir: &str, subtree: bool, parameters: usize, at: Instant) {
+        if subtree {
+            let below = format!("{dir}/");
+            self.groups
+                .retain(|g, _| !(dir.is_empty() || g.starts_with(&below)));
+        }
         let entry = self
             .groups
             .entry(dir.to_string())
@@ -816,6 +820,26 @@ mod tests {
             unreadable: None,
             derived,
         }
+    }
+
+    #[test]
+    fn a_recursive_refresh_covers_the_groups_below_and_a_one_level_one_does_not() {
+        let mut tree = Tree::new();
+        let t0 = Instant::now();
+        let t1 = t0 + std::time::Duration::from_secs(1);
+        tree.group_refreshed("a/b", true, 2, t0);
+        tree.group_refreshed("ab", true, 1, t0);
+        tree.group_refreshed("a", false, 3, t1);
+        let groups: Vec<_> = tree.groups().map(|(g, _, _)| g.to_string()).collect();
+        assert_eq!(groups, ["a", "a/b", "ab"]);
+        tree.group_refreshed("a", true, 5, t1);
+        let groups: Vec<_> = tree.groups().collect();
+        assert_eq!(groups, [("a", t1, 5), ("ab", t0, 1)]);
+        // A listing that started earlier does not overwrite a later one.
+        tree.group_refreshed("a", true, 4, t0);
+        assert_eq!(tree.groups().next(), Some(("a", t1, 5)));
+        tree.group_refreshed("", true, 9, t1);
+        assert_eq!(tree.groups().collect::<Vec<_>>(), [("", t1, 9)]);
     }
 
     #[test]
