@@ -283,9 +283,7 @@ fn the_daemon_is_not_dumpable() {
     let url = format!("http://{}", silent.local_addr().unwrap());
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    // A copy that nobody can run wherever the checkout lives.
-    let binary = dir.path().join("ssmfs");
-    std::fs::copy(env!("CARGO_BIN_EXE_ssmfs"), &binary).unwrap();
+    let binary = common::binary_for_nobody(dir.path());
     let mut child = common::ssmfs_at(&binary)
         .args(["-f", "/app"])
         .arg(dir.path())

@@ -6,27 +6,19 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Output;
 
-use common::{ssmfs_at, Moto};
+use common::{in_namespace, succeeded, Moto};
 
 /// Runs a bash script in a new private mount namespace, with this build as `ssmfs` on the
 /// PATH that mount.fuse3 searches.
-fn in_namespace(script: &str, args: &[&str]) -> Output {
+fn with_ssmfs(script: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     let prelude = format!(
-        "set -euo pipefail\n\
-         mount -t tmpfs tmpfs /usr/local/sbin\n\
+        "mount -t tmpfs tmpfs /usr/local/sbin\n\
          ln -s {} /usr/local/sbin/ssmfs\n",
         env!("CARGO_BIN_EXE_ssmfs")
     );
-    ssmfs_at(Path::new("unshare"))
-        .args(["--mount", "--propagation", "private", "bash", "-c"])
-        .arg(prelude + script)
-        .arg("script")
-        .args(args)
-        .output()
-        .expect("unshare (util-linux)")
+    in_namespace(&(prelude + script), args)
 }
 
 /// A directory holding the mountpoint `mnt`, removed on drop.
@@ -35,17 +27,6 @@ fn mountpoint() -> (tempfile::TempDir, std::path::PathBuf) {
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     (dir, mnt)
-}
-
-fn check(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 /// The script's body after mounting: read, show the mount, unmount, and wait for the daemon
@@ -78,10 +59,7 @@ fn an_fstab_line_mounts_with_mount_and_unmounts_with_umount() {
     )
     .unwrap();
     let script = format!("mnt=$2\nmount --fstab \"$1\" \"$mnt\"\n{READ_AND_UNMOUNT}");
-    let out = check(&in_namespace(
-        &script,
-        &[fstab.to_str().unwrap(), mnt.to_str().unwrap()],
-    ));
+    let out = succeeded(&with_ssmfs(&script, &[&fstab, &mnt]));
     assert_eq!(
         out,
         format!(
@@ -101,10 +79,7 @@ fn mount_t_takes_generic_options_and_ro() {
          -o ro,nosuid,nodev,noexec,user,defaults,x-systemd.automount,max_tps=5,endpoint_url=$1\n\
          {READ_AND_UNMOUNT}"
     );
-    let out = check(&in_namespace(
-        &script,
-        &[&moto.url(), mnt.to_str().unwrap()],
-    ));
+    let out = succeeded(&with_ssmfs(&script, &[&moto.url(), &mnt]));
     assert_eq!(
         out,
         "value=read-only\nssm:/app fuse.ssmfs ro,nosuid,nodev,noexec,noatime,user_id=0,group_id=0,default_permissions\nrefresh=refused\ndone\n"
@@ -114,9 +89,9 @@ fn mount_t_takes_generic_options_and_ro() {
 #[test]
 fn a_bad_option_fails_the_mount_with_what_to_write() {
     let dir = tempfile::tempdir().unwrap();
-    let out = in_namespace(
+    let out = with_ssmfs(
         "mount -t fuse.ssmfs ssm:/app \"$1\" -o max_agee=5",
-        &[dir.path().to_str().unwrap()],
+        &[&dir.path()],
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

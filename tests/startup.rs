@@ -257,44 +257,26 @@ fn a_user_without_mount_rights_mounts_through_fusermount3_as_fuse_ssmfs() {
     std::fs::create_dir(&mnt).unwrap();
     std::os::unix::fs::chown(&mnt, Some(65534), Some(65534)).unwrap();
     std::fs::create_dir(dir.path().join("dev")).unwrap();
-    // A copy that nobody can run wherever the checkout lives.
-    let binary = dir.path().join("ssmfs");
-    std::fs::copy(env!("CARGO_BIN_EXE_ssmfs"), &binary).unwrap();
+    let binary = common::binary_for_nobody(dir.path());
     // In a mount namespace of its own, /dev/fuse is a 0666 node as on a stock system (this
     // machine's is 0600), so that nobody gets as far as mount(2), is refused, and goes through
     // the setuid fusermount3.
     let script = r#"
-        set -euo pipefail
         mount -t tmpfs tmpfs "$1/dev"
         mknod -m 0666 "$1/dev/fuse" c 10 229
         mount --bind "$1/dev/fuse" /dev/fuse
         as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups env HOME="$1" "${@:2}"; }
-        as_nobody "$1" "$1/ssmfs" ssm:/app "$1/mnt" --endpoint-url "$2" 2>/dev/null
+        as_nobody "$1" "$3" ssm:/app "$1/mnt" --endpoint-url "$2"
         grep " $1/mnt " /proc/self/mounts | cut -d' ' -f1,3,4
         as_nobody "$1" cat "$1/mnt/a"; echo
         umount "$1/mnt"
     "#;
-    let out = common::ssmfs_at(std::path::Path::new("unshare"))
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "bash",
-            "-c",
-            script,
-            "s",
-        ])
-        .arg(dir.path())
-        .arg(moto.url())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::succeeded(&common::in_namespace(
+        script,
+        &[&dir.path(), &moto.url(), &binary],
+    ));
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
+        out,
         "ssm:/app fuse.ssmfs rw,nosuid,nodev,noatime,user_id=65534,group_id=65534,default_permissions\nas nobody\n"
     );
 }

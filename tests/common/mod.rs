@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -171,6 +171,38 @@ pub fn ssmfs_at(path: &Path) -> Command {
         .env_remove("SSMFS_LOG")
         .env_remove("NOTIFY_SOCKET");
     cmd
+}
+
+/// Runs a bash script (`set -euo pipefail` first) in a new private mount namespace, with the
+/// environment every test gives ssmfs; `$1`… are `args`.
+pub fn in_namespace(script: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    ssmfs_at(Path::new("unshare"))
+        .args(["--mount", "--propagation", "private", "bash", "-c"])
+        .arg(format!("set -euo pipefail\n{script}"))
+        .arg("script")
+        .args(args.iter().map(|a| a.as_ref()))
+        .output()
+        .expect("unshare (util-linux)")
+}
+
+/// The standard output of a command that must have succeeded (else a panic with its stderr).
+pub fn succeeded(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// A copy of this build in `dir` (which must be 0755), which user nobody can run wherever the
+/// checkout lives.
+pub fn binary_for_nobody(dir: &Path) -> PathBuf {
+    let binary = dir.join("ssmfs");
+    std::fs::copy(env!("CARGO_BIN_EXE_ssmfs"), &binary).unwrap();
+    binary
 }
 
 /// A datagram socket in `dir` for NOTIFY_SOCKET, as systemd has one, with a bound on waits.
