@@ -18,6 +18,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tracing::debug;
 
+/// How long to wait after a failed accept before the next.
+const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Renders the current figures.
@@ -33,8 +36,14 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
 /// Serves scrapes until the runtime shuts down.
 pub async fn serve(listener: TcpListener, render: Render) {
     loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            continue;
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Out of descriptors, most likely: pause instead of spinning on the error.
+                debug!(error = %err, "metrics: accept failed");
+                tokio::time::sleep(ACCEPT_PAUSE).await;
+                continue;
+            }
         };
         let render = render.clone();
         tokio::spawn(async move {
