@@ -47,6 +47,7 @@ pub struct Cli {
         long,
         value_name = "SECONDS",
         default_value_t = 300,
+        value_parser = parse_seconds,
         help_heading = "Caching"
     )]
     pub max_age: u64,
@@ -59,7 +60,7 @@ pub struct Cli {
 
     /// When AWS cannot be reached, serve held values at most this many seconds old; older, reads
     /// fail with EIO (default: any age).
-    #[arg(long, value_name = "SECONDS", help_heading = "Caching")]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, help_heading = "Caching")]
     pub max_stale: Option<u64>,
 
     /// A different max age for a subtree, e.g. /app/static=86400 (repeatable; the deepest
@@ -270,6 +271,24 @@ impl Cli {
     }
 }
 
+/// The longest duration any option takes: a year. Ages beyond it mean "never refresh", which
+/// `.refresh` and SIGHUP already give, and bounding them keeps every instant computed from them
+/// representable.
+pub const MAX_SECONDS: u64 = 365 * 24 * 3600;
+
+/// A duration option: whole seconds, at most [`MAX_SECONDS`].
+fn parse_seconds(s: &str) -> Result<u64, String> {
+    let secs: u64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number of seconds"))?;
+    if secs > MAX_SECONDS {
+        return Err(format!(
+            "{secs} seconds is more than the limit of {MAX_SECONDS} (365 days)"
+        ));
+    }
+    Ok(secs)
+}
+
 /// One `-o` option: `Some(--long-option)` for an ssmfs option, `None` for a generic one.
 fn mount_option(opt: &str, flags: &mut MountFlags) -> Result<Option<String>, String> {
     let (key, value) = match opt.split_once('=') {
@@ -361,9 +380,7 @@ impl std::str::FromStr for MaxAgeFor {
         let (path, secs) = s
             .rsplit_once('=')
             .ok_or_else(|| format!("'{s}' must be PATH=SECONDS, e.g. /app/static=86400"))?;
-        let secs: u64 = secs
-            .parse()
-            .map_err(|_| format!("'{secs}' in '{s}' is not a whole number of seconds"))?;
+        let secs = parse_seconds(secs).map_err(|err| format!("'{s}': {err}"))?;
         Ok(MaxAgeFor {
             path: path.to_string(),
             age: Duration::from_secs(secs),
@@ -489,6 +506,22 @@ mod tests {
             cli.max_age_for(&cli.source).unwrap(),
             vec![("static".to_string(), Duration::from_secs(60))]
         );
+    }
+
+    #[test]
+    fn durations_are_bounded_when_parsed() {
+        for args in [
+            &["/app", "/mnt", "--max-age", "18446744073709551615"][..],
+            &["/app", "/mnt", "--max-stale", "31536001"],
+            &["/app", "/mnt", "--max-age-for", "/app/x=99999999999"],
+            &["/app", "/mnt", "-o", "max_age=18446744073709551615"],
+        ] {
+            let err = parse(args).unwrap_err();
+            assert!(err.contains("31536000"), "{args:?}: {err}");
+        }
+        assert!(parse(&["/app", "/mnt", "--max-age", "31536000"]).is_ok());
+        let err = parse(&["/app", "/mnt", "--max-age", "99999999999999999999"]).unwrap_err();
+        assert!(err.contains("whole number of seconds"), "{err}");
     }
 
     #[test]

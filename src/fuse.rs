@@ -24,8 +24,8 @@ use tracing::debug;
 
 use crate::backend::Backend;
 use crate::error::Error;
-use crate::fs::{Attr, Entry, Fs, Invalidator, Kind};
-use crate::tree::Inval;
+use crate::fs::Inval;
+use crate::fs::{Attr, Entries, Entry, Fs, Invalidator, Kind};
 
 pub struct FuseFs<B> {
     fs: Arc<Fs<B>>,
@@ -206,9 +206,9 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let fill = move |r: Result<Vec<crate::fs::DirEntry>, Error>| match r {
+        let fill = move |r: Result<Entries, Error>| match r {
             Ok(entries) => {
-                for e in entries {
+                for e in entries.iter() {
                     if reply.add(INodeNo(e.ino), e.offset, file_type(e.kind), &e.name) {
                         break;
                     }

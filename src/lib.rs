@@ -1,7 +1,7 @@
 //! ssmfs: AWS SSM Parameter Store mounted as a cached, read-only filesystem.
 //!
 //! Layers, from the kernel down: [`fuse`] (the fuser adapter) → [`fs`] (the filesystem core:
-//! paths, inodes, freshness) over [`tree`] (what is known, and since when) → [`backend`] (the
+//! paths, inodes, freshness) over [`fs::tree`] (what is known, and since when) → [`backend`] (the
 //! AWS API behind a trait, with an in-memory implementation for tests). [`mount`] wires them
 //! together for the binary.
 
@@ -20,4 +20,3 @@ pub mod metrics;
 pub mod mount;
 pub mod names;
 pub mod stats;
-pub mod tree;

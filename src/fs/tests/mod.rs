@@ -718,3 +718,6 @@ async fn max_stale_bounds_what_an_outage_serves() {
     assert_eq!(cat(&strict, "name").await.unwrap_err().errno(), libc::EIO);
     assert_eq!(cat(&lenient, "name").await.unwrap(), b"demo");
 }
+
+mod bounds;
+mod races;

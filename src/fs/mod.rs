@@ -1,0 +1,481 @@
+//! The filesystem core: answers lookups, attributes, reads, listings and `.refresh` writes from
+//! what is known, and fetches from AWS when that is not enough.
+//!
+//! It knows paths, inodes and the cache, not fuser's request types: the FUSE adapter turns its
+//! plain results into replies, and unit tests call it directly over the in-memory backend.
+//!
+//! The parts, each in its own file:
+//! - [`tree`]: what is known of the hierarchy, with the instant each fact's fetch started;
+//! - [`inodes`]: the inode numbers the kernel holds and what each stands for;
+//! - [`plan`]: pure functions that answer a request from the tree, or name the fetch it needs;
+//! - [`refresher`]: runs fetches (single-flight, bounded waits, back-off through outages) and
+//!   applies their results, the only thing that changes the tree;
+//! - [`listing`]: directory listings with stable offsets;
+//! - [`control`]: the control files `.refresh` and `.stats`.
+//!
+//! Promises:
+//! - an answer from knowledge younger than `max_age` costs no API call, for names that exist and
+//!   for names that do not;
+//! - what needs fetching is fetched with the smallest call that answers it: a lookup in a
+//!   directory not yet listed probes that one name, a listing sweeps that directory's subtree,
+//!   an expired file refreshes its directory's files (or itself, if they were never listed);
+//! - concurrent requests needing the same fetch share one (see [`crate::flight`]);
+//! - when AWS fails transiently, the last good knowledge answers, whatever its age, and no call
+//!   is tried for a back-off period, so an outage costs neither errors nor waiting for data held;
+//! - an inode handed to the kernel answers getattr and read until the kernel forgets it;
+//! - every change a fetch makes to what a path shows is sent to the kernel as an invalidation.
+
+use std::ffi::OsStr;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use lru::LruCache;
+
+use crate::backend::{Backend, BackendError};
+use crate::error::Error;
+use crate::flight::Flights;
+use crate::names::Source;
+use crate::stats::{Figures, Group, Stats};
+
+pub mod control;
+pub mod inodes;
+pub mod listing;
+pub mod plan;
+pub mod refresher;
+pub mod tree;
+
+pub use inodes::{Ino, ROOT};
+pub use listing::{DirEntry, Entries, Kind};
+pub use refresher::REFRESH_WAIT;
+
+use inodes::{Inodes, Key, Node};
+use listing::Listing;
+use plan::{Plan, Planner, Target};
+use refresher::{Fetch, Health};
+use tree::{Cached, Fresh, Tree};
+
+/// How long entries that never change (the root, control files) stay in the kernel's cache.
+/// They cannot go stale, so the TTL only bounds how long the kernel holds memory for them.
+const STATIC_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Listings kept built, at most: those of the directories being listed now.
+const MAX_LISTINGS: usize = 64;
+
+pub struct Config {
+    pub source: Source,
+    /// How old knowledge may be when answering, unless a subtree overrides it.
+    pub max_age: Duration,
+    /// Overrides for subtrees: (mount-relative directory path, max age).
+    pub max_age_for: Vec<(String, Duration)>,
+    /// Whether subdirectories are shown (`--no-recursive` turns them off).
+    pub recursive: bool,
+    /// How old a held value may be when AWS cannot be reached (`None`: any age).
+    pub max_stale: Option<Duration>,
+    /// The mode of SecureString and secret files.
+    pub secret_mode: u16,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Config {
+    /// The max age that applies in a directory: that of the deepest override containing it.
+    pub fn max_age_of(&self, dir: &str) -> Duration {
+        self.max_age_for
+            .iter()
+            .filter(|(path, _)| tree::in_subtree(path, dir))
+            .max_by_key(|(path, _)| path.len())
+            .map_or(self.max_age, |(_, age)| *age)
+    }
+}
+
+/// The time frame of one request: knowledge is fresh if it is younger than the max age at the
+/// request's start, or was fetched for this request; once AWS has failed, any age will do.
+#[derive(Clone, Copy)]
+struct Clock {
+    start: Instant,
+    since: Instant,
+    stale_ok: bool,
+    max_stale: Option<Duration>,
+}
+
+impl Clock {
+    fn now(max_stale: Option<Duration>) -> Clock {
+        let now = Instant::now();
+        Clock {
+            start: now,
+            since: now,
+            stale_ok: false,
+            max_stale,
+        }
+    }
+
+    fn fresh(&self, max_age: Duration) -> Fresh {
+        let bound = if self.stale_ok {
+            self.max_stale
+        } else {
+            Some(max_age)
+        };
+        Fresh {
+            // An age reaching back before the clock's origin admits all there is.
+            after: bound.and_then(|age| self.start.checked_sub(age)),
+            since: self.since,
+        }
+    }
+}
+
+/// Attributes of an inode, as `stat` shows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: Ino,
+    pub kind: Kind,
+    pub size: u64,
+    pub mtime: SystemTime,
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// An answer about an inode and how long the kernel may keep it: the remaining validity of the
+/// knowledge it came from.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub attr: Attr,
+    pub ttl: Duration,
+}
+
+/// A kernel cache entry that no longer shows the truth: this name in this directory inode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inval(pub Ino, pub String);
+
+/// Sends invalidations to the kernel. Implemented by the FUSE adapter; absent in unit tests.
+pub trait Invalidator: Send + Sync {
+    /// Queues invalidations; they are carried out in order, off the request path.
+    fn invalidate(&self, invals: Vec<Inval>);
+    /// Completes once everything queued before it has been carried out.
+    fn barrier(&self) -> tokio::sync::oneshot::Receiver<()>;
+}
+
+/// Everything behind the one lock: the tree, the inodes the kernel holds, and listings built.
+struct Core {
+    tree: Tree,
+    inodes: Inodes,
+    /// Listings by directory path, with the directory generation each was built from.
+    listings: LruCache<String, (u64, Arc<Listing>)>,
+    /// `.stats` snapshots made so far: each lookup makes one.
+    snapshots: u64,
+}
+
+pub struct Fs<B> {
+    /// This filesystem, for refreshes that must outlive the request that started them.
+    me: Weak<Fs<B>>,
+    backend: B,
+    config: Config,
+    core: Mutex<Core>,
+    flights: Flights<Fetch, BackendError>,
+    health: Mutex<Health>,
+    invalidator: OnceLock<Box<dyn Invalidator>>,
+    stats: Stats,
+    /// One line on what the mount last did (a group refreshed, an outage), for systemd's STATUS=.
+    status: tokio::sync::watch::Sender<String>,
+    mounted_at: SystemTime,
+}
+
+impl<B: Backend> Fs<B> {
+    pub fn new(backend: B, config: Config) -> Arc<Self> {
+        let stats = Stats::new(backend.api_calls());
+        Arc::new_cyclic(|me| Fs {
+            me: me.clone(),
+            backend,
+            config,
+            core: Mutex::new(Core {
+                tree: Tree::new(Instant::now()),
+                inodes: Inodes::new(),
+                listings: LruCache::new(NonZeroUsize::new(MAX_LISTINGS).expect("positive")),
+                snapshots: 0,
+            }),
+            flights: Flights::default(),
+            health: Mutex::new(Health::default()),
+            invalidator: OnceLock::new(),
+            stats,
+            status: tokio::sync::watch::Sender::new(String::new()),
+            mounted_at: SystemTime::now(),
+        })
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The status line, which changes after each group refresh and at the start and end of an
+    /// outage. Never holds a value.
+    pub fn status(&self) -> tokio::sync::watch::Receiver<String> {
+        self.status.subscribe()
+    }
+
+    /// The figures of `.stats` in the OpenMetrics text format.
+    pub fn metrics(&self) -> String {
+        // Rendered after the lock is released: lookups wait on it.
+        let figures = self.figures(&self.core.lock().unwrap().tree);
+        figures.to_openmetrics()
+    }
+
+    fn figures(&self, tree: &Tree) -> Figures {
+        let last_good = self.health.lock().unwrap().last_good;
+        let groups: Vec<Group> = tree
+            .groups()
+            .map(|(dir, refreshed_at, parameters)| Group {
+                name: self.config.source.full_name(dir),
+                refreshed_at,
+                parameters,
+            })
+            .collect();
+        self.stats.figures(last_good, &groups)
+    }
+
+    pub fn set_invalidator(&self, inv: Box<dyn Invalidator>) {
+        let _ = self.invalidator.set(inv);
+    }
+
+    fn planner(&self) -> Planner<'_> {
+        Planner {
+            config: &self.config,
+            gets_every_name: self.backend.gets_every_name(),
+        }
+    }
+
+    /// A lookup answered from memory, or `None` when it needs a fetch (then call `lookup`).
+    pub fn lookup_now(&self, parent: Ino, name: &OsStr) -> Option<Result<Entry, Error>> {
+        let clock = Clock::now(self.config.max_stale);
+        let mut core = self.core.lock().unwrap();
+        let plan = self.plan_lookup(&core, parent, name, clock);
+        match plan {
+            Plan::Done(result) => {
+                Stats::bump(&self.stats.hits);
+                Some(result.and_then(|target| self.hand_out(&mut core, target)))
+            }
+            Plan::Need(_) => None,
+        }
+    }
+
+    pub async fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Entry, Error> {
+        self.answer(
+            |fs, core, clock| fs.plan_lookup(core, parent, name, clock),
+            |fs, core, target| fs.hand_out(core, target),
+        )
+        .await
+    }
+
+    fn plan_lookup(&self, core: &Core, parent: Ino, name: &OsStr, clock: Clock) -> Plan<Target> {
+        self.planner()
+            .lookup(&core.tree, &core.inodes, parent, name, |dir| {
+                clock.fresh(self.config.max_age_of(dir))
+            })
+    }
+
+    /// Hands the answer of a lookup to the kernel: the node is remembered and its reference
+    /// counted under the same lock the plan was made under.
+    fn hand_out(&self, core: &mut Core, target: Target) -> Result<Entry, Error> {
+        let node = match target {
+            Target::Dir(path) => Node::Dir { path },
+            Target::File { dir, name, cached } => Node::File { dir, name, cached },
+            Target::Refresh(dir) => Node::Refresh { dir },
+            Target::Stats => {
+                let content = self.figures(&core.tree).to_json();
+                core.snapshots += 1;
+                Node::Stats {
+                    generation: core.snapshots,
+                    snapshot: Arc::new(inodes::Snapshot {
+                        content,
+                        at: SystemTime::now(),
+                    }),
+                }
+            }
+        };
+        let ino = core.inodes.remember(node);
+        self.attr_of(core, ino)
+    }
+
+    /// Attributes of an inode the kernel holds, from memory: an inode is one version of a
+    /// parameter, so its attributes never change; freshness is enforced when names are looked
+    /// up.
+    pub fn getattr(&self, ino: Ino) -> Result<Entry, Error> {
+        self.attr_of(&self.core.lock().unwrap(), ino)
+    }
+
+    fn attr_of(&self, core: &Core, ino: Ino) -> Result<Entry, Error> {
+        let now = Instant::now();
+        let entry = match core.inodes.node(ino).ok_or(Error::NotFound)? {
+            Node::Dir { path } => {
+                // A directory removed meanwhile keeps its attributes for whoever holds it; the
+                // kernel was told its name is gone.
+                let ttl = match core.tree.dir(path) {
+                    Some(_) if path.is_empty() => STATIC_TTL,
+                    Some(d) => self.remaining(path, d.seen_at, now),
+                    None => Duration::ZERO,
+                };
+                Entry {
+                    attr: self.attr(ino, Kind::Dir, 0, 0o555, self.mounted_at),
+                    ttl,
+                }
+            }
+            Node::File { dir, name, cached } => {
+                // The newest fetch of this same version says how long it stays valid.
+                let fetched_at = core
+                    .tree
+                    .dir(dir)
+                    .and_then(|d| d.files.get(name))
+                    .filter(|c| c.param.version == cached.param.version)
+                    .map_or(cached.fetched_at, |c| c.fetched_at.max(cached.fetched_at));
+                Entry {
+                    attr: self.file_attr(ino, cached),
+                    ttl: self.remaining(dir, fetched_at, now),
+                }
+            }
+            Node::Refresh { .. } => Entry {
+                attr: self.attr(ino, Kind::File, 0, 0o200, self.mounted_at),
+                ttl: STATIC_TTL,
+            },
+            // A zero TTL makes every open look `.stats` up again, which renders a new snapshot.
+            Node::Stats { snapshot, .. } => Entry {
+                attr: self.attr(
+                    ino,
+                    Kind::File,
+                    snapshot.content.len() as u64,
+                    0o444,
+                    snapshot.at,
+                ),
+                ttl: Duration::ZERO,
+            },
+        };
+        Ok(entry)
+    }
+
+    /// Content of a file from memory. Never fetches: the kernel asks for attributes first when
+    /// they have expired, and that is where freshness is enforced.
+    pub fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>, Error> {
+        let slice = |bytes: &[u8]| {
+            let start = usize::try_from(offset)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            let end = start.saturating_add(size as usize).min(bytes.len());
+            bytes[start..end].to_vec()
+        };
+        let core = self.core.lock().unwrap();
+        match core.inodes.node(ino) {
+            Some(Node::File { cached, .. }) => match &cached.param.unreadable {
+                None => Ok(slice(cached.param.content.as_bytes())),
+                Some(code) => Err(Error::Backend(BackendError::AccessDenied(code.clone()))),
+            },
+            Some(Node::Stats { snapshot, .. }) => Ok(slice(&snapshot.content)),
+            Some(Node::Refresh { .. }) => Ok(Vec::new()),
+            Some(Node::Dir { .. }) => Err(Error::IsDir),
+            None => Err(Error::NotFound),
+        }
+    }
+
+    /// A listing answered from memory, or `None` when it needs a fetch (then call `readdir`).
+    pub fn readdir_now(&self, ino: Ino, offset: u64) -> Option<Result<Entries, Error>> {
+        let clock = Clock::now(self.config.max_stale);
+        let mut core = self.core.lock().unwrap();
+        match self.plan_listing(&core, ino, clock) {
+            Plan::Done(result) => {
+                Stats::bump(&self.stats.hits);
+                let listing = result.map(|path| self.listing(&mut core, &path));
+                Some(listing.map(|l| Entries::new(l, offset)))
+            }
+            Plan::Need(_) => None,
+        }
+    }
+
+    /// The entries of a directory after `offset`, in a stable order (see [`listing`]).
+    pub async fn readdir(&self, ino: Ino, offset: u64) -> Result<Entries, Error> {
+        let listing = self
+            .answer(
+                |fs, core, clock| fs.plan_listing(core, ino, clock),
+                |fs, core, path| Ok(fs.listing(core, &path)),
+            )
+            .await?;
+        Ok(Entries::new(listing, offset))
+    }
+
+    fn plan_listing(&self, core: &Core, ino: Ino, clock: Clock) -> Plan<String> {
+        self.planner()
+            .listing(&core.tree, &core.inodes, ino, |dir| {
+                clock.fresh(self.config.max_age_of(dir))
+            })
+    }
+
+    /// The listing of a directory the tree holds, built anew only when it changed.
+    fn listing(&self, core: &mut Core, path: &str) -> Arc<Listing> {
+        let generation = core.tree.dir(path).map_or(0, |d| d.generation);
+        if let Some((built, listing)) = core.listings.get(path) {
+            if *built == generation {
+                return listing.clone();
+            }
+        }
+        let stats_ino = core.inodes.ino_of(&Key::Stats(0));
+        let listing = Arc::new(listing::build(&core.tree, &core.inodes, path, stats_ino));
+        core.listings
+            .put(path.to_string(), (generation, listing.clone()));
+        listing
+    }
+
+    /// Extended attributes of an inode: for a parameter's file, the metadata of its version as
+    /// the fetch that brought it returned it, so reading them never costs a call.
+    pub fn xattrs(&self, ino: Ino) -> Result<Vec<(&'static str, Vec<u8>)>, Error> {
+        let core = self.core.lock().unwrap();
+        match core.inodes.node(ino) {
+            Some(Node::File { cached, .. }) => Ok(cached
+                .param
+                .xattrs
+                .iter()
+                .map(|(name, value)| (*name, value.as_bytes().to_vec()))
+                .collect()),
+            Some(_) => Ok(Vec::new()),
+            None => Err(Error::NotFound),
+        }
+    }
+
+    /// The kernel dropped `n` references to `ino`.
+    pub fn forget(&self, ino: Ino, n: u64) {
+        self.core.lock().unwrap().inodes.forget(ino, n);
+    }
+
+    /// How many inodes the kernel holds, the root included (for tests and `.stats`).
+    pub fn held_inodes(&self) -> usize {
+        self.core.lock().unwrap().inodes.len()
+    }
+
+    /// How long knowledge from `at` about directory `dir` stays valid after `now`.
+    fn remaining(&self, dir: &str, at: Instant, now: Instant) -> Duration {
+        match at.checked_add(self.config.max_age_of(dir)) {
+            Some(until) => until.saturating_duration_since(now),
+            None => STATIC_TTL,
+        }
+    }
+
+    fn attr(&self, ino: Ino, kind: Kind, size: u64, perm: u16, mtime: SystemTime) -> Attr {
+        Attr {
+            ino,
+            kind,
+            size,
+            mtime,
+            perm,
+            uid: self.config.uid,
+            gid: self.config.gid,
+        }
+    }
+
+    fn file_attr(&self, ino: Ino, cached: &Cached) -> Attr {
+        let p = &cached.param;
+        let perm = if p.secret {
+            self.config.secret_mode
+        } else {
+            0o444
+        };
+        self.attr(ino, Kind::File, p.content.len() as u64, perm, p.modified)
+    }
+}
+
+#[cfg(test)]
+mod tests;

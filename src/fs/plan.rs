@@ -1,0 +1,189 @@
+//! The planner: pure functions over what is known that answer a lookup or a listing, or name
+//! the one fetch that would let them answer.
+//!
+//! Nothing here changes anything. A request runs its plan under the core's lock; when the plan
+//! is an answer, the caller hands it to the kernel in the same critical section; when it is a
+//! fetch, the caller fetches (outside the lock), applies the result and plans again.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+
+use super::inodes::{Ino, Inodes, Node};
+use super::refresher::Fetch;
+use super::tree::{join, Cached, Fresh, Tree};
+use super::Config;
+use crate::backend::BackendError;
+use crate::error::Error;
+use crate::names::{Name, Selector, STATS};
+
+/// Once this many API calls have gone to single names in one directory since it was last listed,
+/// the next name missing there lists the directory instead: asking name by name is cheapest for
+/// a few names in a large tree, listing is cheapest for many names in one directory, and this
+/// bounds the cost of guessing wrong (the rule of renting skis until their price is spent).
+const LIST_AFTER: u32 = 20;
+/// A directory whose known subtree fits in this many parameters (two pages) is swept whole when
+/// any name in it needs refreshing: that costs no more calls than a probe and a one-level
+/// listing, and refreshes every name in it at once.
+const SMALL_SUBTREE: usize = 20;
+
+pub enum Plan<T> {
+    Done(Result<T, Error>),
+    Need(Fetch),
+}
+
+/// What a name resolves to.
+pub enum Target {
+    Dir(String),
+    File {
+        dir: String,
+        name: String,
+        cached: Arc<Cached>,
+    },
+    Refresh(String),
+    Stats,
+}
+
+pub struct Planner<'a> {
+    pub config: &'a Config,
+    /// Whether `GetParameter` answers for every name a listing shows (see the backend).
+    pub gets_every_name: bool,
+}
+
+impl Planner<'_> {
+    /// The directory path an inode stands for, if it is a directory the tree knows.
+    fn dir_path<'t>(tree: &Tree, inodes: &'t Inodes, ino: Ino) -> Result<&'t str, Error> {
+        match inodes.node(ino) {
+            Some(Node::Dir { path }) if tree.dir(path).is_some() => Ok(path),
+            _ => Err(Error::NotFound),
+        }
+    }
+
+    pub fn lookup(
+        &self,
+        tree: &Tree,
+        inodes: &Inodes,
+        parent: Ino,
+        name: &OsStr,
+        fresh: impl Fn(&str) -> Fresh,
+    ) -> Plan<Target> {
+        let path = match Self::dir_path(tree, inodes, parent) {
+            Ok(path) => path.to_string(),
+            Err(err) => return Plan::Done(Err(err)),
+        };
+        let source = &self.config.source;
+        let (name, selector) = match Name::parse(name, path.is_empty(), source) {
+            Name::Invalid => return Plan::Done(Err(Error::NotFound)),
+            Name::Control(c) if c == STATS => return Plan::Done(Ok(Target::Stats)),
+            Name::Control(_) => return Plan::Done(Ok(Target::Refresh(path))),
+            Name::Param(n) => (n, None),
+            Name::Pinned(n, sel) => (n, Some(sel)),
+            Name::Entry(n) => {
+                let child = join(&path, n);
+                if !source.fits(&child) {
+                    return Plan::Done(Err(Error::NotFound));
+                }
+                // That a directory exists is judged by its own max age, so that a long-lived
+                // subtree is not refetched because its parent's knowledge is short-lived.
+                let is_dir = if self.config.recursive {
+                    tree.is_dir(&path, n, fresh(&child))
+                } else {
+                    Some(false)
+                };
+                match is_dir {
+                    None if self.sweep_instead(tree, &path) => {
+                        return Plan::Need(Fetch::Sweep(path))
+                    }
+                    None => return Plan::Need(Fetch::Probe(child)),
+                    Some(true) => return Plan::Done(Ok(Target::Dir(child))),
+                    Some(false) => (n, None),
+                }
+            }
+        };
+        let fresh = fresh(&path);
+        // The parameter's current version; a selector is answered only for a parameter the
+        // mount shows (it passes the filters and exists).
+        let current = match tree.file(&path, name, fresh) {
+            // Listed, but refused: an empty file would read as empty (the kernel does not ask
+            // for the content of a zero-length file), so the lookup itself fails.
+            Some(Some(cached)) if selector.is_none() && cached.param.unreadable.is_some() => {
+                let code = cached.param.unreadable.clone().unwrap_or_default();
+                return Plan::Done(Err(Error::Backend(BackendError::AccessDenied(code))));
+            }
+            Some(Some(cached)) => cached,
+            Some(None) => return Plan::Done(Err(Error::NotFound)),
+            None => return Plan::Need(self.refresh_plan(tree, &path, name)),
+        };
+        let cached = match selector {
+            None => current,
+            Some(sel) => {
+                let pinned = Fetch::Pinned(join(&path, name), sel.to_string());
+                let key = sel.to_string();
+                let version = match sel {
+                    Selector::Version(v) if tree.find_version(&path, name, v).is_some() => {
+                        Some(v.to_string())
+                    }
+                    _ => match tree.selector(&path, name, &key) {
+                        // A version never changes; a label follows the max age, and so does
+                        // a version that does not exist (yet).
+                        Some((Some(v), at)) if sel.is_version() || fresh.ok(at) => Some(v),
+                        Some((None, at)) if fresh.ok(at) => {
+                            return Plan::Done(Err(Error::NotFound))
+                        }
+                        _ => None,
+                    },
+                };
+                match version.and_then(|v| tree.find_version(&path, name, &v)) {
+                    Some(cached) => cached,
+                    None => return Plan::Need(pinned),
+                }
+            }
+        };
+        Plan::Done(Ok(Target::File {
+            dir: path,
+            name: name.to_string(),
+            cached,
+        }))
+    }
+
+    /// A listing of the directory `ino`: its path once the tree knows its contents fresh enough.
+    pub fn listing(
+        &self,
+        tree: &Tree,
+        inodes: &Inodes,
+        ino: Ino,
+        fresh: impl Fn(&str) -> Fresh,
+    ) -> Plan<String> {
+        let path = match Self::dir_path(tree, inodes, ino) {
+            Ok(path) => path.to_string(),
+            Err(err) => return Plan::Done(Err(err)),
+        };
+        let dir = tree.dir(&path).expect("dir_path checked it");
+        if dir.listed_at.is_some_and(|t| fresh(&path).ok(t)) {
+            Plan::Done(Ok(path))
+        } else {
+            Plan::Need(Fetch::Sweep(path))
+        }
+    }
+
+    /// Whether sweeping `dir` is cheaper than asking about one name in it: its known subtree is
+    /// small, or enough has been spent on single names in it already.
+    fn sweep_instead(&self, tree: &Tree, dir: &str) -> bool {
+        let spent =
+            self.config.recursive && tree.dir(dir).is_some_and(|d| d.single_calls >= LIST_AFTER);
+        spent || tree.is_small(dir, SMALL_SUBTREE)
+    }
+
+    /// The cheapest fetch that refreshes the parameter `name` in `dir`.
+    fn refresh_plan(&self, tree: &Tree, dir: &str, name: &str) -> Fetch {
+        if self.sweep_instead(tree, dir) {
+            return Fetch::Sweep(dir.to_string());
+        }
+        // GetParameter cannot apply filters, so a filtered mount lists instead.
+        let lists_files = tree.dir(dir).is_some_and(|d| d.files_at.is_some());
+        if lists_files || !self.gets_every_name {
+            Fetch::Files(dir.to_string())
+        } else {
+            Fetch::Get(join(dir, name))
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! The refresher: runs the fetches plans ask for and applies their results to the tree.
+//!
+//! A request runs as a loop: plan under the lock; if the plan needs a fetch, fetch (outside the
+//! lock) and plan again. Around that loop, the state of AWS decides how long a request waits:
+//! - **healthy**: a request with nothing usable held waits for its fetch; one that holds a value
+//!   of any age waits at most [`REFRESH_WAIT`], then is answered with the held value while the
+//!   fetch goes on in the background and is applied when it lands;
+//! - **backing off** after a transient failure (outage, throttling): no call is tried until the
+//!   back-off ends, and requests are answered from knowledge of any age (up to `--max-stale`);
+//!   the back-off doubles from 1 s to 30 s while failures go on;
+//! - a good answer ends the back-off, and says so once.
+//!
+//! Promises: concurrent requests needing the same fetch share one call sequence (see
+//! [`crate::flight`]); a fetch's result is applied, and its invalidations queued, before any of
+//! its waiters is released; every fetch is stamped with the instant it started.
+
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use super::plan::Plan;
+use super::tree::{split, Change};
+use super::{Clock, Core, Fs, Inval};
+use crate::backend::{Backend, BackendError, Page, Param};
+use crate::error::Error;
+use crate::stats::Stats;
+
+/// First pause after a transient failure before AWS is tried again; it doubles up to
+/// `MAX_BACKOFF`. Short, because a value must not stay stale long once AWS answers again.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Bound on fetch-and-retry rounds for one request (each round fetches something new).
+const MAX_ROUNDS: usize = 8;
+/// How long a request waits for a refresh when a value of any age is held: AWS answers well
+/// within it, so values stay within max-age; a slow AWS costs readers this much at most, and
+/// the refresh goes on in the background and is applied when it lands.
+pub const REFRESH_WAIT: Duration = Duration::from_millis(250);
+
+/// The fetches the core makes, each keyed for single-flight.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Fetch {
+    /// Every parameter below a directory (recursive listing): its whole subtree.
+    Sweep(String),
+    /// The parameters directly in a directory (one-level listing).
+    Files(String),
+    /// Whether a path is a directory: a recursive listing of it, stopped at the first page
+    /// that holds anything.
+    Probe(String),
+    /// One parameter.
+    Get(String),
+    /// One version of a parameter, by its path and a selector (a version or a label).
+    Pinned(String, String),
+}
+
+/// The state of AWS as the mount has seen it.
+#[derive(Default)]
+pub struct Health {
+    /// No call is tried before this instant (set after a transient failure).
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    pub last_good: Option<Instant>,
+    /// Whether this outage has been reported as past --max-stale.
+    warned_stale: bool,
+}
+
+impl<B: Backend> Fs<B> {
+    /// The start-up check: one page of the source's listing. It proves the source is readable,
+    /// and when the whole tree fits in that page the tree is then fully known.
+    pub async fn check_source(&self) -> Result<(), BackendError> {
+        let at = Instant::now();
+        let path = self.config.source.full_name("");
+        let page = self.call_list(&path, self.config.recursive, None).await?;
+        self.record_health(&Ok::<(), BackendError>(()));
+        let mut core = self.core.lock().unwrap();
+        if page.next_token.is_none() {
+            let subtree = self.config.recursive;
+            self.group_refreshed(&mut core, "", subtree, page.params.len(), at);
+            core.tree
+                .apply_sweep("", page.params, &self.config.source, at);
+        } else {
+            core.tree.apply_seen(page.params, &self.config.source, at);
+        }
+        Ok(())
+    }
+
+    /// Runs a request until its plan is answered, fetching what it needs, and finishes the
+    /// answer under the same lock as its plan. When AWS fails transiently, or is being left
+    /// alone after a failure, the plan is answered from knowledge of any age.
+    pub(super) async fn answer<T, R>(
+        &self,
+        plan: impl Fn(&Self, &Core, Clock) -> Plan<T>,
+        finish: impl Fn(&Self, &mut Core, T) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        let start = Instant::now();
+        let mut clock = Clock {
+            start,
+            since: start,
+            stale_ok: false,
+            max_stale: self.config.max_stale,
+        };
+        let mut fetched = false;
+        let mut failed = false;
+        let mut last_err = None;
+        for _ in 0..MAX_ROUNDS {
+            let need = {
+                let mut core = self.core.lock().unwrap();
+                match plan(self, &core, clock) {
+                    Plan::Done(result) => {
+                        let counter = if clock.stale_ok {
+                            &self.stats.stale_served
+                        } else if fetched {
+                            &self.stats.misses
+                        } else {
+                            &self.stats.hits
+                        };
+                        Stats::bump(counter);
+                        return result.and_then(|t| finish(self, &mut core, t));
+                    }
+                    Plan::Need(fetch) => fetch,
+                }
+            };
+            if !clock.stale_ok {
+                if let Some(err) = self.backing_off() {
+                    clock.stale_ok = true;
+                    last_err = Some(err);
+                    continue;
+                }
+            }
+            if failed {
+                // Nothing usable is held and AWS failed: this cannot be answered.
+                if self.config.max_stale.is_some() {
+                    self.warn_too_stale();
+                }
+                return Err(Error::Backend(last_err.expect("set on failure")));
+            }
+            let held = !clock.stale_ok && {
+                let core = self.core.lock().unwrap();
+                let any_age = Clock {
+                    stale_ok: true,
+                    ..clock
+                };
+                matches!(plan(self, &core, any_age), Plan::Done(Ok(_)))
+            };
+            let fetched_now = if held {
+                // Something is held: wait for the refresh only briefly, in a task of its own so
+                // that it goes on if the wait ends first.
+                let me = self
+                    .me
+                    .upgrade()
+                    .expect("the filesystem outlives its requests");
+                let refresh = tokio::spawn(async move { me.fetch(need, None).await });
+                match tokio::time::timeout(REFRESH_WAIT, refresh).await {
+                    Ok(joined) => joined.unwrap_or_else(|e| {
+                        Err(BackendError::Other(format!("refresh task failed: {e}")))
+                    }),
+                    Err(_) => {
+                        clock.stale_ok = true;
+                        continue;
+                    }
+                }
+            } else {
+                self.fetch(need, None).await
+            };
+            match fetched_now {
+                Ok(started) => {
+                    // A shared fetch may have started before this request: its result still
+                    // answers it.
+                    clock.since = clock.since.min(started);
+                    fetched = true;
+                }
+                Err(err) if err.is_transient() => {
+                    clock.stale_ok = true;
+                    failed = true;
+                    last_err = Some(err);
+                }
+                Err(err) => return Err(Error::Backend(err)),
+            }
+        }
+        Err(Error::Backend(last_err.unwrap_or_else(|| {
+            BackendError::Other("the tree did not settle".to_string())
+        })))
+    }
+
+    /// Runs a fetch through single-flight, applies its result to the tree and queues the
+    /// invalidations it causes, before any waiter is released.
+    /// Returns when the fetch that was used started: what it learned is at least that new.
+    pub(super) async fn fetch(
+        &self,
+        fetch: Fetch,
+        not_before: Option<Instant>,
+    ) -> Result<Instant, BackendError> {
+        self.flights
+            .run(fetch.clone(), not_before, async {
+                Stats::bump(&self.stats.refreshes);
+                debug!(?fetch, "fetching");
+                let at = Instant::now();
+                let result = self.execute(&fetch, at).await;
+                self.record_health(&result);
+                let invals = result?;
+                if !invals.is_empty() {
+                    if let Some(inv) = self.invalidator.get() {
+                        inv.invalidate(invals);
+                    }
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// The kernel's view of changes: a name in a directory the kernel holds.
+    pub(super) fn invals(core: &Core, changes: Vec<Change>) -> Vec<Inval> {
+        changes
+            .into_iter()
+            .filter_map(|c| {
+                let dir = core.inodes.held(&super::inodes::Key::Dir(c.dir))?;
+                Some(Inval(dir, c.name))
+            })
+            .collect()
+    }
+
+    /// Calls AWS for a fetch and applies what it returns, stamped `at`.
+    async fn execute(&self, fetch: &Fetch, at: Instant) -> Result<Vec<Inval>, BackendError> {
+        let source = &self.config.source;
+        let recursive = self.config.recursive;
+        let (core, changes) = match fetch {
+            Fetch::Sweep(dir) => {
+                let params = self.list_all(&source.full_name(dir), recursive).await?;
+                let mut core = self.core.lock().unwrap();
+                self.group_refreshed(&mut core, dir, recursive, params.len(), at);
+                let changes = core.tree.apply_sweep(dir, params, source, at);
+                (core, changes)
+            }
+            Fetch::Files(dir) => {
+                let params = self.list_all(&source.full_name(dir), false).await?;
+                let mut core = self.core.lock().unwrap();
+                self.group_refreshed(&mut core, dir, false, params.len(), at);
+                let changes = core.tree.apply_files(dir, params, source, at);
+                (core, changes)
+            }
+            Fetch::Probe(path) => {
+                let full = source.full_name(path);
+                let mut token = None;
+                loop {
+                    let page = self.call_list(&full, true, token).await?;
+                    let mut core = self.core.lock().unwrap();
+                    core.tree.spent_on_single(split(path).0, 1);
+                    let changes = match (page.params.is_empty(), page.next_token) {
+                        // The whole subtree came in this page: it is a sweep.
+                        (_, None) => core.tree.apply_sweep(path, page.params, source, at),
+                        (false, Some(_)) => core.tree.apply_seen(page.params, source, at),
+                        (true, Some(next)) => {
+                            token = Some(next);
+                            continue;
+                        }
+                    };
+                    break (core, changes);
+                }
+            }
+            Fetch::Get(path) => {
+                let found = self.call_get(&source.full_name(path)).await?;
+                let (dir, name) = split(path);
+                let mut core = self.core.lock().unwrap();
+                core.tree.spent_on_single(dir, 1);
+                let changes = core.tree.apply_get(dir, name, found, at);
+                (core, changes)
+            }
+            Fetch::Pinned(path, selector) => {
+                let full = format!(
+                    "{}{}{selector}",
+                    source.full_name(path),
+                    crate::names::SELECTOR
+                );
+                let found = self.call_get(&full).await?;
+                let (dir, name) = split(path);
+                let mut core = self.core.lock().unwrap();
+                let changes = core.tree.apply_pinned(dir, name, selector, found, at);
+                (core, changes)
+            }
+        };
+        Ok(Self::invals(&core, changes))
+    }
+
+    /// Records a group's good refresh and says so on the status line.
+    fn group_refreshed(
+        &self,
+        core: &mut Core,
+        dir: &str,
+        subtree: bool,
+        parameters: usize,
+        at: Instant,
+    ) {
+        core.tree.group_refreshed(dir, subtree, parameters, at);
+        let name = self.config.source.full_name(dir);
+        let plural = if parameters == 1 { "" } else { "s" };
+        self.status
+            .send_replace(format!("refreshed {name}: {parameters} parameter{plural}"));
+    }
+
+    async fn list_all(&self, path: &str, recursive: bool) -> Result<Vec<Param>, BackendError> {
+        let mut params = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self.call_list(path, recursive, token).await?;
+            params.extend(page.params);
+            match page.next_token {
+                Some(next) => token = Some(next),
+                None => return Ok(params),
+            }
+        }
+    }
+
+    async fn call_list(
+        &self,
+        path: &str,
+        recursive: bool,
+        token: Option<String>,
+    ) -> Result<Page, BackendError> {
+        let result = self
+            .backend
+            .get_parameters_by_path(path, recursive, token)
+            .await;
+        self.count_error(&result);
+        result
+    }
+
+    async fn call_get(&self, name: &str) -> Result<Option<Param>, BackendError> {
+        let result = self.backend.get_parameter(name).await;
+        self.count_error(&result);
+        result
+    }
+
+    fn count_error<T>(&self, result: &Result<T, BackendError>) {
+        if result.is_err() {
+            Stats::bump(&self.stats.errors);
+        }
+    }
+
+    /// Tracks outages: warns once when AWS starts failing, says when it answers again, and
+    /// sets the back-off during which cached values are served without trying.
+    fn record_health<T>(&self, result: &Result<T, BackendError>) {
+        let mut health = self.health.lock().unwrap();
+        match result {
+            Ok(_) => {
+                if health.retry_at.take().is_some() {
+                    info!("AWS answers again; cached values are being refreshed");
+                    self.status
+                        .send_replace("AWS answers again; refreshing held values".to_string());
+                }
+                health.backoff = Duration::ZERO;
+                health.last_good = Some(Instant::now());
+                health.warned_stale = false;
+            }
+            Err(err) if err.is_transient() => {
+                if health.retry_at.is_none() {
+                    warn!(error = %err, "AWS is failing; serving the last good values until it answers");
+                    self.status.send_replace(format!(
+                        "AWS is failing ({}); serving the last good values",
+                        err.kind()
+                    ));
+                }
+                health.backoff = (health.backoff * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF);
+                let now = Instant::now();
+                health.retry_at = Some(now.checked_add(health.backoff).unwrap_or(now));
+            }
+            Err(err) => warn!(error = %err, "fetch failed"),
+        }
+    }
+
+    /// Says once per outage that held values are too old to serve.
+    fn warn_too_stale(&self) {
+        let mut health = self.health.lock().unwrap();
+        if !health.warned_stale {
+            health.warned_stale = true;
+            warn!(
+                max_stale = ?self.config.max_stale,
+                "AWS cannot be reached and the held values are older than --max-stale; reads fail with EIO"
+            );
+        }
+    }
+
+    /// `Some(error)` while calls are held back after a transient failure.
+    fn backing_off(&self) -> Option<BackendError> {
+        let health = self.health.lock().unwrap();
+        match health.retry_at {
+            Some(t) if Instant::now() < t => Some(BackendError::Unavailable(
+                "AWS failed recently; serving cached values".to_string(),
+            )),
+            _ => None,
+        }
+    }
+}
