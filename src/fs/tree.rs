@@ -58,6 +58,9 @@ pub struct Dir {
     pub seen_at: Instant,
     pub files_at: Option<Instant>,
     pub listed_at: Option<Instant>,
+    /// The newest instant at which this directory was known not to exist (so to be empty):
+    /// anything older found in it is out of date. Used for ordering, never to answer.
+    empty_at: Option<Instant>,
     /// API calls spent on single names in this directory since it was last listed.
     pub single_calls: u32,
     /// Moves on whenever what a listing of this directory shows may have changed.
@@ -78,6 +81,7 @@ impl Dir {
             seen_at,
             files_at: None,
             listed_at: None,
+            empty_at: None,
             single_calls: 0,
             generation: 0,
             cookies: HashMap::new(),
@@ -342,7 +346,6 @@ impl Tree {
         source: &Source,
         at: Instant,
     ) -> Vec<Change> {
-        let mut changes = Vec::new();
         let mut fresh: BTreeMap<String, Listed> = BTreeMap::new();
         fresh.entry(top.to_string()).or_default();
         for p in params {
@@ -370,20 +373,43 @@ impl Tree {
                 files.insert(name.to_string(), p);
             }
         }
+        let mut changes = Vec::new();
+        self.sweep(top, fresh, at, &mut changes);
+        self.finish_apply();
+        changes
+    }
+
+    /// Records that `path` is not a directory (a probe found nothing below it): a sweep of it
+    /// that found nothing.
+    pub fn apply_not_dir(&mut self, path: &str, at: Instant) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let fresh = BTreeMap::from([(path.to_string(), Listed::default())]);
+        self.sweep(path, fresh, at, &mut changes);
+        self.finish_apply();
+        changes
+    }
+
+    /// Replaces what is known at or below `top` and older than `at` with `fresh`, the contents
+    /// of every directory there as of `at` (`top` itself included, empty if it is no directory).
+    fn sweep(
+        &mut self,
+        top: &str,
+        mut fresh: BTreeMap<String, Listed>,
+        at: Instant,
+        changes: &mut Vec<Change>,
+    ) {
         let empty = fresh
             .get(top)
-            .is_some_and(|l| l.files.is_empty() && l.subdirs.is_empty());
+            .is_none_or(|l| l.files.is_empty() && l.subdirs.is_empty());
         if empty && !top.is_empty() {
             // Nothing below `top`: it is not a directory (as of `at`).
-            self.not_dir(top, at, &mut changes);
-            self.finish_apply();
-            return changes;
+            fresh.remove(top);
+            let (parent, name) = split(top);
+            self.note_absent(parent, name, at, |a| &mut a.dir);
+        } else if !self.ensure_dir(top, at, changes) {
+            // Something newer found `top` absent.
+            return;
         }
-        if self.absent_dir_since(top).is_some_and(|t| t > at) {
-            // Something newer found that `top` is not a directory.
-            return changes;
-        }
-        self.ensure_dir(top, at, &mut changes);
 
         // Directories the listing did not show and nothing newer has seen are gone. `seen_at`
         // grows towards the root, so the set is closed downwards.
@@ -391,14 +417,16 @@ impl Tree {
             .dirs
             .iter()
             .filter(|(path, d)| {
-                in_subtree(top, path) && !fresh.contains_key(*path) && d.seen_at <= at
+                in_subtree(top, path)
+                    && !path.is_empty()
+                    && !fresh.contains_key(*path)
+                    && d.seen_at <= at
             })
             .map(|(path, _)| path.clone())
             .collect();
         for path in gone {
-            self.remove_dir(&path, &mut changes);
+            self.remove_dir(&path, changes);
         }
-
         // Directories with newer evidence of existence keep it and what is newer below them,
         // and lose what is older.
         let kept: Vec<String> = self
@@ -408,22 +436,16 @@ impl Tree {
             .cloned()
             .collect();
         for path in kept {
-            self.replace_contents(&path, Listed::default(), at, &mut changes);
+            self.replace_contents(&path, Listed::default(), at, changes);
         }
-        // Parents sort before their children, so a directory skipped here (found absent by
-        // something newer) takes its subtree with it.
+        // Parents sort before their children, so a directory skipped here (something newer
+        // knows it absent) takes its subtree with it.
         for (path, listed) in fresh {
-            if path != top {
-                let newer_absence = self.absent_dir_since(&path).is_some_and(|t| t > at);
-                if newer_absence || !self.dirs.contains_key(split(&path).0) {
-                    continue;
-                }
-                self.ensure_dir(&path, at, &mut changes);
+            if path != top && !self.ensure_dir(&path, at, changes) {
+                continue;
             }
-            self.replace_contents(&path, listed, at, &mut changes);
+            self.replace_contents(&path, listed, at, changes);
         }
-        self.finish_apply();
-        changes
     }
 
     /// Records the result of a complete one-level listing of `dir`: its files are replaced.
@@ -448,9 +470,6 @@ impl Tree {
             }
         }
         let d = self.dirs.get_mut(dir).expect("checked above");
-        if d.files_at.is_none_or(|t| t <= at) {
-            d.files_at = Some(at);
-        }
         let gone: Vec<String> = d
             .files
             .keys()
@@ -462,6 +481,10 @@ impl Tree {
         }
         for (name, p) in files {
             self.put_file(dir, &name, p, at, &mut changes);
+        }
+        let d = self.dirs.get_mut(dir).expect("checked above");
+        if d.files_at.is_none_or(|t| t <= at) {
+            d.files_at = Some(at);
         }
         self.bump(dir);
         self.finish_apply();
@@ -477,11 +500,9 @@ impl Tree {
                 continue;
             };
             let (dir, name) = split(&rel);
-            if self.absent_dir_since(dir).is_some_and(|t| t > at) {
-                continue;
+            if self.ensure_dir(dir, at, &mut changes) {
+                self.put_file(dir, name, p, at, &mut changes);
             }
-            self.ensure_dir(dir, at, &mut changes);
-            self.put_file(dir, name, p, at, &mut changes);
         }
         self.finish_apply();
         changes
@@ -498,26 +519,15 @@ impl Tree {
         let mut changes = Vec::new();
         match found {
             Some(p) => {
-                if self.absent_dir_since(dir).is_none_or(|t| t <= at) {
-                    self.ensure_dir(dir, at, &mut changes);
+                if self.ensure_dir(dir, at, &mut changes) {
                     self.put_file(dir, name, p, at, &mut changes);
                 }
             }
             None => {
-                if self.dirs.contains_key(dir) {
-                    self.remove_file(dir, name, at, &mut changes);
-                    self.note_absent(dir, name, at, |a| &mut a.file);
-                }
+                self.remove_file(dir, name, at, &mut changes);
+                self.note_absent(dir, name, at, |a| &mut a.file);
             }
         }
-        self.finish_apply();
-        changes
-    }
-
-    /// Records that `path` is not a directory (a probe found nothing below it).
-    pub fn apply_not_dir(&mut self, path: &str, at: Instant) -> Vec<Change> {
-        let mut changes = Vec::new();
-        self.not_dir(path, at, &mut changes);
         self.finish_apply();
         changes
     }
@@ -582,17 +592,6 @@ impl Tree {
         changes
     }
 
-    /// When `path` was last confirmed not to be a directory, if it was and is remembered.
-    fn absent_dir_since(&self, path: &str) -> Option<Instant> {
-        if path.is_empty() {
-            return None;
-        }
-        let (dir, name) = split(path);
-        self.absent
-            .peek(&(dir.to_string(), name.to_string()))
-            .and_then(|a| a.dir)
-    }
-
     fn note_absent(
         &mut self,
         dir: &str,
@@ -601,63 +600,83 @@ impl Tree {
         field: impl Fn(&mut Absent) -> &mut Option<Instant>,
     ) {
         let key = (dir.to_string(), name.to_string());
-        let entry = match self.absent.get_mut(&key) {
-            Some(entry) => entry,
-            None => self.absent.get_or_insert_mut(key, Absent::default),
-        };
+        let entry = self.absent.get_or_insert_mut(key, Absent::default);
         let slot = field(entry);
         if slot.is_none_or(|t| t <= at) {
             *slot = Some(at);
         }
     }
 
-    /// Forgets an absence older than `at` (something at `at` proved the name exists).
-    fn clear_absent(&mut self, dir: &str, name: &str, at: Instant, file: bool) {
+    /// Forgets one kind of absence of a name (it was found to exist, as of something newer).
+    fn clear_absent(
+        &mut self,
+        dir: &str,
+        name: &str,
+        field: impl Fn(&mut Absent) -> &mut Option<Instant>,
+    ) {
         let key = (dir.to_string(), name.to_string());
         if let Some(a) = self.absent.peek_mut(&key) {
-            let slot = if file { &mut a.file } else { &mut a.dir };
-            if slot.is_some_and(|t| t <= at) {
-                *slot = None;
-            }
+            *field(a) = None;
             if a.file.is_none() && a.dir.is_none() {
                 self.absent.pop(&key);
             }
         }
     }
 
-    fn not_dir(&mut self, path: &str, at: Instant, changes: &mut Vec<Change>) {
-        let (parent, name) = split(path);
-        if let Some(d) = self.dirs.get(path) {
-            if d.seen_at > at {
-                // Something newer saw it exist.
-                return;
-            }
-            self.remove_dir(path, changes);
-        }
-        if self.dirs.contains_key(parent) {
-            self.note_absent(parent, name, at, |a| &mut a.dir);
+    /// When `name` in `dir` was last confirmed absent, as a file or as a directory.
+    fn absent_since(&self, dir: &str, name: &str, file: bool) -> Option<Instant> {
+        let a = self.absent.peek(&(dir.to_string(), name.to_string()))?;
+        if file {
+            a.file
+        } else {
+            a.dir
         }
     }
 
-    /// Makes sure `path` and the directories above it exist, seen at `at` or later.
-    fn ensure_dir(&mut self, path: &str, at: Instant, changes: &mut Vec<Change>) {
+    /// Makes sure `path` and the directories above it exist, seen at `at` or later. Fails when
+    /// something newer than `at` knows one of them absent.
+    fn ensure_dir(&mut self, path: &str, at: Instant, changes: &mut Vec<Change>) -> bool {
         if !path.is_empty() {
             let (parent, name) = split(path);
-            self.ensure_dir(parent, at, changes);
-            if !self.dirs.contains_key(path) {
-                self.add_dir(parent, name, at, changes);
+            if !self.ensure_dir(parent, at, changes) {
+                return false;
+            }
+            if !self.dirs.contains_key(path) && !self.add_dir(parent, name, at, changes) {
+                return false;
             }
         }
         let d = self.dirs.get_mut(path).expect("made above");
         if d.seen_at < at {
             d.seen_at = at;
         }
+        true
     }
 
-    fn add_dir(&mut self, parent: &str, name: &str, at: Instant, changes: &mut Vec<Change>) {
-        self.dirs.insert(join(parent, name), Dir::new(at));
-        self.clear_absent(parent, name, at, false);
-        let p = self.dirs.get_mut(parent).expect("parents are made first");
+    /// Adds the directory `name` to `parent` unless something newer knows it absent: a
+    /// complete listing of `parent`, or a probe.
+    fn add_dir(
+        &mut self,
+        parent: &str,
+        name: &str,
+        at: Instant,
+        changes: &mut Vec<Change>,
+    ) -> bool {
+        let absent = self.absent_since(parent, name, false);
+        let p = self.dirs.get(parent).expect("parents are made first");
+        // When the parent was listed whole, was empty, or the name was probed, the directory
+        // did not exist.
+        let empty_at = [p.listed_at, p.empty_at, absent]
+            .into_iter()
+            .flatten()
+            .max();
+        if empty_at.is_some_and(|t| t > at) {
+            return false;
+        }
+        let mut dir = Dir::new(at);
+        dir.empty_at = empty_at;
+        self.dirs.insert(join(parent, name), dir);
+        self.clear_absent(parent, name, |a| &mut a.dir);
+        let p = self.dirs.get_mut(parent).expect("checked above");
         p.subdirs.insert(name.to_string());
         p.number(name, true);
         if p.seen_at < at {
@@ -668,6 +687,7 @@ impl Tree {
             name: name.to_string(),
         });
         self.bump(parent);
+        true
     }
 
     /// Drops a directory and everything below it (all of it is older than `at`).
@@ -705,8 +725,9 @@ impl Tree {
         });
     }
 
-    /// Replaces a directory's files and subdirectory set with a listing from `at`, keeping
-    /// whatever is newer than `at`.
+    /// Replaces a directory's files with a listing from `at`, keeping whatever is newer than
+    /// `at`, and marks its contents complete as of `at`. (Its subdirectories were settled by
+    /// the caller.)
     fn replace_contents(
         &mut self,
         path: &str,
@@ -714,18 +735,9 @@ impl Tree {
         at: Instant,
         changes: &mut Vec<Change>,
     ) {
-        let Some(d) = self.dirs.get_mut(path) else {
+        let Some(d) = self.dirs.get(path) else {
             return;
         };
-        if d.listed_at.is_none_or(|t| t <= at) {
-            d.listed_at = Some(at);
-            d.single_calls = 0;
-        }
-        if d.files_at.is_none_or(|t| t <= at) {
-            d.files_at = Some(at);
-        }
-        // Subdirectories the listing did not show were removed above unless newer; the set
-        // only has to learn the new ones, which `add_dir` does.
         let gone: Vec<String> = d
             .files
             .keys()
@@ -738,9 +750,19 @@ impl Tree {
         for (name, p) in listed.files {
             self.put_file(path, &name, p, at, changes);
         }
+        let d = self.dirs.get_mut(path).expect("checked above");
+        if d.listed_at.is_none_or(|t| t <= at) {
+            d.listed_at = Some(at);
+            d.single_calls = 0;
+        }
+        if d.files_at.is_none_or(|t| t <= at) {
+            d.files_at = Some(at);
+        }
         self.bump(path);
     }
 
+    /// Puts a parameter fetched at `at` in `dir`, unless something newer knows better: a newer
+    /// fetch of it, a newer answer that it is absent, or a newer complete listing without it.
     fn put_file(
         &mut self,
         dir: &str,
@@ -749,10 +771,7 @@ impl Tree {
         at: Instant,
         changes: &mut Vec<Change>,
     ) {
-        let absent = self
-            .absent
-            .peek(&(dir.to_string(), name.to_string()))
-            .and_then(|a| a.file);
+        let absent = self.absent_since(dir, name, true);
         if absent.is_some_and(|t| t > at) {
             return;
         }
@@ -764,6 +783,7 @@ impl Tree {
             // A key of a JSON secret never hides a real secret of the same name.
             Some(old) if p.derived && !old.param.derived => return,
             Some(old) => old.param.version != p.version,
+            None if d.files_at.max(d.empty_at).is_some_and(|t| t > at) => return,
             None => true,
         };
         d.files.insert(
@@ -774,10 +794,26 @@ impl Tree {
             }),
         );
         d.number(name, false);
-        self.clear_absent(dir, name, at, true);
+        self.clear_absent(dir, name, |a| &mut a.file);
+        self.seen(dir, at);
         if changed {
             self.bump(dir);
             Self::file_changed(dir, name, changes);
+        }
+    }
+
+    /// A file in `dir` at `at` proves that `dir` and every directory above it existed then.
+    fn seen(&mut self, dir: &str, at: Instant) {
+        let mut path = dir;
+        loop {
+            match self.dirs.get_mut(path) {
+                Some(d) if d.seen_at < at => d.seen_at = at,
+                _ => return,
+            }
+            if path.is_empty() {
+                return;
+            }
+            path = split(path).0;
         }
     }
 
@@ -851,3 +887,6 @@ impl Tree {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod model;
