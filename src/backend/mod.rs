@@ -5,13 +5,18 @@
 //! counts calls and injects faults, for unit tests). The core does the paging itself so that it
 //! can stop early when one page answers its question.
 //!
-//! Promises: errors carry AWS's error code and message, never a parameter value.
+//! Promises: errors carry AWS's error code and message, never a parameter value; every SDK error
+//! is classified in one place, [`error::classify`], from the SDK's error variants and the HTTP
+//! status, never from a response body.
 
 use std::future::Future;
 use std::time::SystemTime;
 
 use crate::content::Content;
 
+#[cfg(test)]
+mod canned;
+pub mod error;
 pub mod memory;
 pub mod secrets;
 pub mod ssm;

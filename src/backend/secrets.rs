@@ -18,14 +18,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use aws_sdk_secretsmanager::config::http::HttpResponse;
-use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
 use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
 use aws_sdk_secretsmanager::Client;
 use tracing::warn;
 use zeroize::Zeroize;
 
-use super::ssm::{classify_status, rfc3339};
+use super::error::classify;
+use super::ssm::rfc3339;
 use super::{ApiCalls, Backend, BackendError, Op, Page, Param};
 use crate::content::Content;
 use crate::json::expand_json;
@@ -340,13 +340,6 @@ impl Backend for SecretsBackend {
         let name = out.name.take().unwrap_or_else(|| id.to_string());
         Ok(self.entries(name, value, meta).into_iter().next())
     }
-}
-
-fn classify<E>(err: SdkError<E, HttpResponse>) -> BackendError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    classify_status(err)
 }
 
 #[cfg(test)]
