@@ -17,6 +17,7 @@ use crate::content::Content;
 #[cfg(test)]
 mod canned;
 pub mod error;
+mod held;
 pub mod memory;
 pub mod secrets;
 pub mod ssm;
