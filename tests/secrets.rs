@@ -229,3 +229,120 @@ fn the_same_caching_guarantees_as_ssm() {
     );
     assert_eq!(m.read("api_key"), b"k-123");
 }
+
+/// The Secrets Manager backend itself (no mount) over moto, counting its calls.
+fn backend(
+    moto: &Moto,
+) -> (
+    ssmfs::backend::secrets::SecretsBackend,
+    std::sync::Arc<ssmfs::backend::ApiCalls>,
+) {
+    let config = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(moto.url())
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(
+                aws_credential_types::Credentials::new("test", "test", None, None, "tests"),
+            ),
+        )
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .build();
+    let calls = std::sync::Arc::new(ssmfs::backend::ApiCalls::paced(0));
+    let b = ssmfs::backend::secrets::SecretsBackend::new(&config, calls.clone(), false);
+    (b, calls)
+}
+
+/// Every page of one listing; the names it returned.
+async fn list_all(
+    b: &ssmfs::backend::secrets::SecretsBackend,
+    path: &str,
+    recursive: bool,
+) -> Vec<String> {
+    use ssmfs::backend::Backend;
+    let mut names = Vec::new();
+    let mut token = None;
+    loop {
+        let page = b
+            .get_parameters_by_path(path, recursive, token)
+            .await
+            .unwrap();
+        names.extend(page.params.into_iter().map(|p| p.name));
+        token = page.next_token;
+        if token.is_none() {
+            return names;
+        }
+    }
+}
+
+/// 40 secrets one level down, then 150 at the top, in that order (moto lists in creation order):
+/// ListSecrets's first page of 100 holds the 40 and 60 of the top, the second page the other 90.
+fn many(c: &aws_sdk_secretsmanager::Client) {
+    for i in 0..40 {
+        create(c, &format!("deep/d{i:02}"), &format!("deep {i}"));
+    }
+    for i in 0..150 {
+        create(c, &format!("s{i:03}"), &format!("value {i}"));
+    }
+}
+
+#[test]
+fn a_refresh_of_a_prefix_over_100_secrets_costs_the_listing_alone() {
+    use ssmfs::backend::Op;
+    let moto = Moto::start();
+    let c = sm(&moto);
+    many(&c);
+    let (b, calls) = backend(&moto);
+    // The whole account (`sm:`), every level.
+    let list = || rt().block_on(list_all(&b, "", true)).len();
+    let cost = || {
+        (
+            calls.get(Op::ListSecrets),
+            calls.get(Op::BatchGetSecretValue),
+        )
+    };
+    assert_eq!(list(), 190);
+    assert_eq!(cost(), (2, 5 + 5), "two pages, 190 values in batches of 20");
+    assert_eq!(list(), 190);
+    assert_eq!(cost(), (4, 10), "nothing changed: the two pages alone");
+    put_value(&c, "s003", "rotated");
+    list();
+    assert_eq!(cost(), (6, 11), "one change, one batch");
+    assert_eq!(b.held_secrets(), 190);
+    for gone in ["s010", "s140", "deep/d05"] {
+        rt().block_on(
+            c.delete_secret()
+                .secret_id(gone)
+                .force_delete_without_recovery(true)
+                .send(),
+        )
+        .unwrap();
+    }
+    assert_eq!(list(), 187);
+    assert_eq!(cost(), (8, 11));
+    assert_eq!(
+        b.held_secrets(),
+        187,
+        "the values of deleted secrets are dropped"
+    );
+}
+
+#[test]
+fn a_one_level_listing_fetches_only_the_values_it_returns() {
+    use ssmfs::backend::Op;
+    let moto = Moto::start();
+    let c = sm(&moto);
+    many(&c);
+    let (b, calls) = backend(&moto);
+    rt().block_on(async {
+        let names = list_all(&b, "", false).await;
+        assert_eq!(names.len(), 150, "the top level only");
+        // 60 values on the first page, 90 on the second: 3 + 5 batches; none for deep/.
+        assert_eq!(calls.get(Op::BatchGetSecretValue), 8);
+        // Then the level below costs its own 40 values and no more.
+        assert_eq!(list_all(&b, "deep", false).await.len(), 40);
+        assert_eq!(calls.get(Op::BatchGetSecretValue), 8 + 2);
+        list_all(&b, "", true).await;
+        assert_eq!(calls.get(Op::BatchGetSecretValue), 10, "all were held");
+    });
+}

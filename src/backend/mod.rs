@@ -1,17 +1,27 @@
 //! The remote store behind the mount, as a trait: one page of `GetParametersByPath` and one
 //! `GetParameter`, the two calls the filesystem core is built from.
 //!
-//! Implementations: [`ssm::SsmBackend`] (the AWS SDK) and [`memory::MemoryBackend`] (a map that
-//! counts calls and injects faults, for unit tests). The core does the paging itself so that it
-//! can stop early when one page answers its question.
+//! Implementations: [`ssm::SsmBackend`] and [`secrets::SecretsBackend`] (the AWS SDK),
+//! [`memory::MemoryBackend`] (a map that counts calls and injects faults, for unit tests; it does
+//! not go through [`ApiCalls::call`]), and [`faulty::FaultyBackend`], which wraps any backend,
+//! injects faults per operation and sends every call through [`ApiCalls::call`], so that tests
+//! exercise the real retries and pacing. The core does the paging itself so that it can stop
+//! early when one page answers its question.
 //!
-//! Promises: errors carry AWS's error code and message, never a parameter value.
+//! Promises: errors carry AWS's error code and message, never a parameter value; every SDK error
+//! is classified in one place, [`error::classify`], from the SDK's error variants and the HTTP
+//! status, never from a response body.
 
 use std::future::Future;
 use std::time::SystemTime;
 
 use crate::content::Content;
 
+#[cfg(test)]
+mod canned;
+pub mod error;
+pub mod faulty;
+mod held;
 pub mod memory;
 pub mod secrets;
 pub mod ssm;
@@ -185,7 +195,9 @@ impl ApiCalls {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, BackendError>>,
     {
-        let started = std::time::Instant::now();
+        // Tokio's clock, like the pacing and the back-off: the same as the system's in the
+        // daemon, and one that tests on a paused clock can see pass.
+        let started = tokio::time::Instant::now();
         let mut wait = FIRST_RETRY_WAIT;
         for n in 1.. {
             self.start(op).await;

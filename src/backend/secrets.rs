@@ -3,7 +3,10 @@
 //! A listing is `ListSecrets` (names, and the VersionId each has as AWSCURRENT, 100 a page)
 //! followed by `BatchGetSecretValue` for the secrets whose current version is not already held
 //! (20 a call). So a cold prefix of 45 secrets costs one listing and three value calls, and a
-//! refresh in which nothing changed costs the listing alone.
+//! refresh in which nothing changed costs the listing alone, whatever the number of pages. A
+//! one-level listing fetches only the values it returns (ListSecrets itself always shows the
+//! whole subtree). The values held between listings are kept in [`super::held::Held`]: those of
+//! secrets a complete listing no longer shows are dropped, and their number is capped.
 //!
 //! A secret whose value is a JSON object is also shown as a directory of its keys (strings raw,
 //! other values as JSON text, nested objects as subdirectories): each key is a *derived* entry
@@ -18,14 +21,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use aws_sdk_secretsmanager::config::http::HttpResponse;
-use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
 use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
 use aws_sdk_secretsmanager::Client;
 use tracing::warn;
 use zeroize::Zeroize;
 
-use super::ssm::{classify_status, rfc3339};
+use super::error::classify;
+use super::held::Held;
+use super::ssm::rfc3339;
 use super::{ApiCalls, Backend, BackendError, Op, Page, Param};
 use crate::content::Content;
 use crate::json::expand_json;
@@ -36,14 +40,19 @@ const LIST_PAGE: i32 = 100;
 const BATCH: usize = 20;
 /// The staging label of a secret's current version.
 const CURRENT: &str = "AWSCURRENT";
+/// Secrets whose values are held between listings, at most. Above the largest prefix a mount is
+/// expected to list (past it, every refresh would fetch the least recently used again), and a
+/// bound on memory when listings are abandoned part-way and so never prune. The core holds the
+/// same `Content` (shared, not copied) for as long as it shows the secret.
+const MAX_HELD: usize = 20_000;
 
 pub struct SecretsBackend {
     client: Client,
     calls: Arc<ApiCalls>,
     expand_json: bool,
-    /// The entries made from each secret's current version, by secret name: what a listing
-    /// reuses when the version has not changed.
-    held: Mutex<HashMap<String, Vec<Param>>>,
+    /// The entries made from each secret's current version: what a listing reuses when the
+    /// version has not changed.
+    held: Mutex<Held>,
     /// (secret, error code) already reported, so that each problem is logged once.
     reported: Mutex<HashSet<(String, String)>>,
 }
@@ -54,9 +63,14 @@ impl SecretsBackend {
             client: Client::new(config),
             calls,
             expand_json,
-            held: Mutex::default(),
+            held: Mutex::new(Held::new(MAX_HELD)),
             reported: Mutex::default(),
         }
+    }
+
+    /// Secrets whose values are held for the next listing.
+    pub fn held_secrets(&self) -> usize {
+        self.held.lock().unwrap().len()
     }
 
     /// Fetches the current values of `names` (at most 20), keyed by name.
@@ -265,19 +279,14 @@ impl Backend for SecretsBackend {
             .filter(|(name, _)| Self::keep(path, name, true))
             .collect();
 
-        let mut fresh: Vec<String> = Vec::new();
-        let mut params = Vec::new();
-        {
-            let held = self.held.lock().unwrap();
-            for (name, version) in &listed {
-                match held.get(name) {
-                    Some(entries) if entries[0].version == *version => {
-                        params.extend(entries.iter().cloned())
-                    }
-                    _ => fresh.push(name.clone()),
-                }
-            }
-        }
+        // ListSecrets has no one-level mode: a page shows the whole subtree. Only the values a
+        // listing returns are fetched; the rest of the page still counts as seen.
+        let (mut params, fresh) = self.held.lock().unwrap().reuse(
+            listed
+                .iter()
+                .filter(|(name, _)| Self::keep(path, name, recursive))
+                .map(|(name, version)| (name.as_str(), version.as_str())),
+        );
         for chunk in fresh.chunks(BATCH) {
             let got = self.batch_get(chunk.to_vec()).await?;
             let mut held = self.held.lock().unwrap();
@@ -286,11 +295,15 @@ impl Backend for SecretsBackend {
                 held.insert(name, entries);
             }
         }
-        // Secrets gone from the listing are no longer held.
-        if out.next_token.is_none() && path.is_empty() && recursive {
-            let names: HashSet<&String> = listed.iter().map(|(n, _)| n).collect();
-            self.held.lock().unwrap().retain(|n, _| names.contains(n));
-        }
+        // Recorded once the page is whole, so that a page retried after a failure still
+        // continues its listing; the last page of a complete listing drops the secrets gone.
+        self.held.lock().unwrap().listed(
+            path,
+            next_token.as_deref(),
+            listed.iter().map(|(name, _)| name.as_str()),
+            out.next_token.as_deref(),
+            |name| Self::keep(path, name, true),
+        );
         params.retain(|p| p.name == path || Self::keep(path, &p.name, recursive));
         Ok(Page {
             params,
@@ -340,13 +353,6 @@ impl Backend for SecretsBackend {
         let name = out.name.take().unwrap_or_else(|| id.to_string());
         Ok(self.entries(name, value, meta).into_iter().next())
     }
-}
-
-fn classify<E>(err: SdkError<E, HttpResponse>) -> BackendError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    classify_status(err)
 }
 
 #[cfg(test)]

@@ -1,18 +1,18 @@
 //! The AWS SSM Parameter Store backend, on `aws-sdk-ssm`.
 //!
-//! Promises: every SDK error is classified into a [`BackendError`] from its error code; messages
-//! are AWS's own (names, ARNs, actions), never a parameter value.
+//! Promises: every SDK error is classified by [`super::error::classify`]; messages are AWS's own
+//! (names, ARNs, actions), never a parameter value.
 
 use std::time::SystemTime;
 
-use aws_sdk_ssm::config::http::HttpResponse;
-use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ssm::error::ProvideErrorMetadata;
 use aws_sdk_ssm::types::{ParameterStringFilter, ParameterType};
 use aws_sdk_ssm::Client;
 use zeroize::Zeroize;
 
 use std::sync::Arc;
 
+use super::error::classify;
 use super::{ApiCalls, Backend, BackendError, Op, Page, Param};
 use crate::content::{Content, ParamType};
 use crate::filter::{grouped, Filter};
@@ -186,127 +186,21 @@ pub fn rfc3339(t: SystemTime) -> String {
         .unwrap_or_default()
 }
 
-fn classify<E>(err: SdkError<E, HttpResponse>) -> BackendError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    classify_status(err)
-}
-
-/// Sorts an SDK error (of any AWS service) into the classes the core acts on.
-pub fn classify_status<E>(err: SdkError<E, HttpResponse>) -> BackendError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    let status = err.raw_response().map(|r| r.status().as_u16());
-    if let SdkError::ServiceError(_) = &err {
-        let code = err.code().unwrap_or("Unknown");
-        return by_code(code, err.message().unwrap_or(""), status);
-    }
-    if let SdkError::ResponseError(_) = &err {
-        // An error body the SDK could not parse (AWS sends JSON; some emulators send XML):
-        // its code still says what went wrong.
-        let body = err
-            .raw_response()
-            .and_then(|r| r.body().bytes())
-            .unwrap_or_default();
-        if let Some((code, message)) = code_in_body(&String::from_utf8_lossy(body)) {
-            return by_code(&code, &message, status);
-        }
-    }
-    let text = one_line(&err);
-    match status {
-        Some(401 | 403) => {
-            BackendError::Credentials(format!("HTTP {}: {text}", status.unwrap_or(0)))
-        }
-        Some(429) => BackendError::Throttled(text),
-        _ if matches!(err, SdkError::ConstructionFailure(_)) => BackendError::Other(text),
-        _ if text.contains("credentials") => BackendError::Credentials(text),
-        _ => BackendError::Unavailable(text),
-    }
-}
-
-fn by_code(code: &str, message: &str, status: Option<u16>) -> BackendError {
-    let described = format!("{code}: {message}");
-    match code {
-        "AccessDeniedException" | "AccessDenied" => BackendError::AccessDenied(message.to_string()),
-        "ThrottlingException" | "Throttling" | "TooManyRequestsException" => {
-            BackendError::Throttled(described)
-        }
-        "UnrecognizedClientException"
-        | "InvalidClientTokenId"
-        | "InvalidSignatureException"
-        | "SignatureDoesNotMatch"
-        | "ExpiredTokenException"
-        | "ExpiredToken"
-        | "MissingAuthenticationToken" => BackendError::Credentials(described),
-        _ if status.is_some_and(|s| s >= 500) => BackendError::Unavailable(described),
-        _ => BackendError::Other(described),
-    }
-}
-
-/// The error code and message in an XML (`<Code>`) or JSON (`__type`) error body.
-fn code_in_body(body: &str) -> Option<(String, String)> {
-    let between = |open: &str, close: &str| {
-        let start = body.find(open)? + open.len();
-        let end = body[start..].find(close)? + start;
-        Some(body[start..end].to_string())
-    };
-    if let Some(code) = between("<Code>", "</Code>") {
-        return Some((code, between("<Message>", "</Message>").unwrap_or_default()));
-    }
-    let json: serde_json::Value = serde_json::from_str(body).ok()?;
-    let code = json
-        .get("__type")?
-        .as_str()?
-        .rsplit('#')
-        .next()?
-        .to_string();
-    let message = json
-        .get("message")
-        .or_else(|| json.get("Message"))
-        .and_then(|m| m.as_str());
-    Some((code, message.unwrap_or_default().to_string()))
-}
-
-/// An error and its sources as one line, each cause once.
-fn one_line(err: &dyn std::error::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next: Option<&dyn std::error::Error> = Some(err);
-    while let Some(e) = next {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    parts.join(": ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::canned::Canned;
 
-    #[test]
-    fn error_codes_are_found_in_xml_and_json_bodies() {
-        let xml = "<ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>no</Message></Error></Errors></ErrorResponse>";
-        assert_eq!(
-            code_in_body(xml),
-            Some(("AccessDenied".into(), "no".into()))
-        );
-        let json = r#"{"__type":"com.amazon#ThrottlingException","message":"slow down"}"#;
-        assert_eq!(
-            code_in_body(json),
-            Some(("ThrottlingException".into(), "slow down".into()))
-        );
-        assert_eq!(code_in_body("<html>"), None);
-        assert!(matches!(
-            by_code("AccessDeniedException", "x", Some(400)),
-            BackendError::AccessDenied(_)
-        ));
-        assert!(matches!(
-            by_code("InternalError", "x", Some(503)),
-            BackendError::Unavailable(_)
-        ));
+    const JSON: (&str, &str) = ("Content-Type", "application/x-amz-json-1.1");
+
+    /// A 2xx answer that does not deserialize may hold a value: none of it reaches the error.
+    #[tokio::test]
+    async fn an_unreadable_answer_never_reaches_the_error() {
+        let body = "<Response><Code>hunter2</Code><Message>hunter2</Message></Response>";
+        let canned = Canned::start(200, &[JSON], body).await;
+        let backend = SsmBackend::new(&canned.config, Arc::new(ApiCalls::paced(0)), true, &[]);
+        let err = backend.get_parameter("/app/x").await.unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
     }
 }
