@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
+use common::proxy::Proxy;
 use common::{is_mounted, moto_iam, ssmfs, xml_field, Moto, Mount};
 
 /// Runs ssmfs to completion (background mode returns once mounted or failed).
@@ -123,8 +124,11 @@ fn bad_source_and_options_are_rejected_before_anything() {
 fn rejected_credentials_and_access_denied_say_what_to_fix() {
     // moto enforces IAM after its first two actions: creating a user without any policy and
     // its access key. (moto answers these errors with an XML body where AWS sends JSON; ssmfs
-    // reads the error code from either.)
+    // reads error codes as AWS sends them, never from bodies the SDK cannot parse, so the test
+    // proxy turns moto's answers into AWS's.)
     let moto = Moto::start_with(free_port(), &[("INITIAL_NO_AUTH_ACTION_COUNT", "2")]);
+    let proxy = Proxy::start(moto.port);
+    proxy.aws_errors();
     moto_iam(
         moto.port,
         "Action=CreateUser&UserName=reader&Version=2010-05-08",
@@ -142,7 +146,7 @@ fn rejected_credentials_and_access_denied_say_what_to_fix() {
     let (ok, stderr) = run(ssmfs()
         .arg("/app")
         .arg(&mnt)
-        .args(["--endpoint-url", &moto.url()])
+        .args(["--endpoint-url", &proxy.url()])
         .env("AWS_ACCESS_KEY_ID", &id)
         .env("AWS_SECRET_ACCESS_KEY", &secret));
     assert!(!ok);
@@ -158,7 +162,7 @@ fn rejected_credentials_and_access_denied_say_what_to_fix() {
     let (ok, stderr) = run(ssmfs()
         .arg("/app")
         .arg(&mnt)
-        .args(["--endpoint-url", &moto.url()])
+        .args(["--endpoint-url", &proxy.url()])
         .env("AWS_ACCESS_KEY_ID", "AKIAUNKNOWN")
         .env("AWS_SECRET_ACCESS_KEY", "wrong"));
     assert!(!ok);

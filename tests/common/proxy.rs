@@ -18,6 +18,8 @@ struct Faults {
     fail_every: Option<(u64, u16, String)>,
     /// Hold every request this long before forwarding it.
     delay: Option<Duration>,
+    /// Turn moto's XML error answers into AWS's JSON ones.
+    aws_errors: bool,
 }
 
 #[derive(Default)]
@@ -61,6 +63,12 @@ impl Proxy {
     /// Holds every request for `delay` before forwarding it (`None`: no delay).
     pub fn delay(&self, delay: Option<Duration>) {
         self.shared.faults.lock().unwrap().delay = delay;
+    }
+
+    /// Answers errors as AWS does on the JSON protocols (`__type` in a JSON body), where moto
+    /// sends some (IAM's, for a bad key or a missing permission) as XML that the SDK cannot read.
+    pub fn aws_errors(&self) {
+        self.shared.faults.lock().unwrap().aws_errors = true;
     }
 
     /// Requests received so far.
@@ -171,9 +179,42 @@ fn serve(client: TcpStream, upstream: u16, shared: &Shared) -> std::io::Result<(
     let Some((resp_head, resp_body)) = read_message(&mut up_reader)? else {
         return Ok(());
     };
-    let resp_body = match shared.faults.lock().unwrap().rewrite.as_ref() {
+    let faults = shared.faults.lock().unwrap();
+    let resp_body = match faults.rewrite.as_ref() {
         Some(f) => f(&target, resp_body),
         None => resp_body,
     };
+    if faults.aws_errors {
+        if let Some((head, body)) = as_aws_error(&resp_head, &resp_body) {
+            return write_message(&mut client, &head, &body);
+        }
+    }
+    drop(faults);
     write_message(&mut client, &resp_head, &resp_body)
+}
+
+/// An XML error answer (`<Code>`, `<Message>`) as AWS's JSON protocols send it.
+fn as_aws_error(head: &[String], body: &[u8]) -> Option<(Vec<String>, Vec<u8>)> {
+    let status: u16 = head.first()?.split_whitespace().nth(1)?.parse().ok()?;
+    let text = std::str::from_utf8(body).ok()?;
+    let field = |name: &str| {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        let end = text[start..].find(&format!("</{name}>"))? + start;
+        Some(text[start..end].to_string())
+    };
+    if status < 400 {
+        return None;
+    }
+    let code = field("Code")?;
+    let message = field("Message").unwrap_or_default();
+    let mut head: Vec<String> = head
+        .iter()
+        .filter(|h| !h.to_ascii_lowercase().starts_with("content-type:"))
+        .cloned()
+        .collect();
+    head.push("Content-Type: application/x-amz-json-1.1".to_string());
+    head.push(format!("X-Amzn-ErrorType: {code}"));
+    let body = serde_json::json!({"__type": code, "message": message});
+    Some((head, body.to_string().into_bytes()))
 }

@@ -134,7 +134,7 @@ proptest! {
         let mut tree = Tree::new(t0);
         // The newest fetch that answered for each path, by path.
         let mut decided: BTreeMap<&str, usize> = BTreeMap::new();
-        for (op, k) in fetches.into_iter().map(|(op, k)| (op, k)) {
+        for (op, k) in fetches {
             let fetch = Fetch { op, k };
             let truth = &truths[fetch.k];
             let (covered, returned) = answer(&fetch.op, truth);
