@@ -14,7 +14,7 @@ fn main() -> std::io::Result<()> {
             .expect("usage: assets OUTPUT_DIR"),
     );
     std::fs::create_dir_all(&dir)?;
-    let cmd = ssmfs::cli::Cli::command();
+    let cmd = ssmfs::mount::cli::Cli::command();
     let mut page = Vec::new();
     clap_mangen::Man::new(cmd.clone())
         .section("8")

@@ -4,9 +4,9 @@
 //! result instead of starting another; a caller that needs data newer than a running fetch (a
 //! forced refresh) waits for it to end and then starts its own.
 
+use crate::sync::Mutex;
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use tokio::sync::watch;
@@ -80,5 +80,155 @@ struct Leader<'a, K: Clone + Eq + Hash, E> {
 impl<K: Clone + Eq + Hash, E> Drop for Leader<'_, K, E> {
     fn drop(&mut self) {
         self.flights.running.lock().unwrap().remove(self.key);
+    }
+}
+
+#[cfg(all(test, not(feature = "shuttle")))]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
+
+    use tokio::sync::Notify;
+
+    use super::*;
+
+    /// A fetch that runs until released, counting its runs.
+    fn held_work(
+        runs: &Arc<AtomicUsize>,
+        release: &Arc<Notify>,
+        result: Result<(), String>,
+    ) -> impl std::future::Future<Output = Result<(), String>> {
+        let (runs, release) = (runs.clone(), release.clone());
+        async move {
+            runs.fetch_add(1, SeqCst);
+            release.notified().await;
+            result
+        }
+    }
+
+    #[tokio::test]
+    async fn callers_during_a_fetch_share_it_and_its_error() {
+        let flights = Arc::new(Flights::<&str, String>::default());
+        let (runs, release) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
+        let callers: Vec<_> = (0..5)
+            .map(|_| {
+                let (flights, work) = (
+                    flights.clone(),
+                    held_work(&runs, &release, Err("no".into())),
+                );
+                tokio::spawn(async move { flights.run("k", None, work).await })
+            })
+            .collect();
+        while runs.load(SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        release.notify_one();
+        for c in callers {
+            assert_eq!(c.await.unwrap(), Err("no".to_string()));
+        }
+        assert_eq!(runs.load(SeqCst), 1, "one fetch for five callers");
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_needs_newer_data_waits_and_fetches_again() {
+        let flights = Arc::new(Flights::<&str, String>::default());
+        let (runs, release) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
+        let first = {
+            let (flights, work) = (flights.clone(), held_work(&runs, &release, Ok(())));
+            tokio::spawn(async move { flights.run("k", None, work).await })
+        };
+        while runs.load(SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let asked = Instant::now();
+        let forced = {
+            let (flights, work) = (flights.clone(), held_work(&runs, &release, Ok(())));
+            tokio::spawn(async move { flights.run("k", Some(asked), work).await })
+        };
+        release.notify_one();
+        let first_started = first.await.unwrap().unwrap();
+        while runs.load(SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        release.notify_one();
+        let forced_started = forced.await.unwrap().unwrap();
+        assert!(first_started < asked && forced_started >= asked);
+        assert_eq!(runs.load(SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_leader_dropped_mid_fetch_does_not_strand_its_followers() {
+        let flights = Arc::new(Flights::<&str, String>::default());
+        let (runs, release) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
+        let leader = {
+            let (flights, work) = (flights.clone(), held_work(&runs, &release, Ok(())));
+            tokio::spawn(async move { flights.run("k", None, work).await })
+        };
+        while runs.load(SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let follower = {
+            let (flights, work) = (flights.clone(), held_work(&runs, &release, Ok(())));
+            tokio::spawn(async move { flights.run("k", None, work).await })
+        };
+        tokio::task::yield_now().await;
+        leader.abort();
+        while runs.load(SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        release.notify_one();
+        assert!(
+            follower.await.unwrap().is_ok(),
+            "the follower ran it itself"
+        );
+    }
+}
+
+#[cfg(all(test, feature = "shuttle"))]
+mod shuttle_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// Whatever the interleaving: at most one fetch per key runs at a time, every caller gets
+    /// an answer, and a caller that asked for data newer than an instant gets a fetch that
+    /// started at or after it.
+    #[test]
+    fn shuttle_flights_share_without_overlap() {
+        shuttle::check_random(
+            || {
+                let flights = Arc::new(Flights::<u8, ()>::default());
+                let running = Arc::new(AtomicUsize::new(0));
+                let callers: Vec<_> = (0..3)
+                    .map(|i| {
+                        let (flights, running) = (flights.clone(), running.clone());
+                        shuttle::future::spawn(async move {
+                            let asked = Instant::now();
+                            let not_before = (i == 2).then_some(asked);
+                            let work = async {
+                                assert_eq!(running.fetch_add(1, SeqCst), 0, "two fetches at once");
+                                shuttle::future::yield_now().await;
+                                running.fetch_sub(1, SeqCst);
+                                Ok(())
+                            };
+                            let started = flights.run(0, not_before, work).await.unwrap();
+                            if not_before.is_some() {
+                                assert!(started >= asked);
+                            }
+                        })
+                    })
+                    .collect();
+                shuttle::future::block_on(async {
+                    for c in callers {
+                        c.await.unwrap();
+                    }
+                });
+            },
+            2000,
+        );
     }
 }

@@ -6,7 +6,9 @@
 //! - `open`, `opendir` and `flush` answer `ENOSYS`: the kernel then stops sending them and serves
 //!   hot reads from its page cache with no round trip to the daemon;
 //! - every mutating operation answers `EROFS`; nothing here can change AWS;
-//! - kernel invalidations run in order on their own thread, never on a request's path.
+//! - kernel invalidations run in order on their own thread, never on a request's path;
+//! - every request runs in a `debug` span naming its operation, inode, name and pid, and every
+//!   failure is counted by operation and errno (`.stats`, `/metrics`).
 
 use std::ffi::OsStr;
 use std::future::Future;
@@ -20,12 +22,13 @@ use fuser::{
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, ReplyXattr, Request, TimeOrNow,
     WriteFlags,
 };
-use tracing::debug;
+use tracing::{debug, debug_span, Instrument, Span};
 
 use crate::backend::Backend;
 use crate::error::Error;
 use crate::fs::Inval;
 use crate::fs::{Attr, Entries, Entry, Fs, Invalidator, Kind};
+use crate::stats::Stats;
 
 pub struct FuseFs<B> {
     fs: Arc<Fs<B>>,
@@ -43,12 +46,31 @@ impl<B: Backend> FuseFs<B> {
     }
 }
 
-fn errno(op: &str, err: &Error) -> Errno {
+/// The errno of a failed request, counted and (but for the everyday ENOENT) logged at debug.
+fn errno(stats: &Stats, op: &'static str, err: &Error) -> Errno {
     match err {
         Error::NotFound => {}
         _ => debug!(op, error = %err, "request failed"),
     }
+    stats.request_failed(op, err.errno());
     Errno::from_i32(err.errno())
+}
+
+/// A request that would change the filesystem: refused, and counted.
+fn read_only(stats: &Stats) -> Errno {
+    stats.request_failed("modify", libc::EROFS);
+    Errno::EROFS
+}
+
+/// The span a request runs in.
+fn span(op: &'static str, req: &Request, ino: INodeNo, name: Option<&OsStr>) -> Span {
+    debug_span!(
+        "request",
+        op,
+        ino = ino.0,
+        name = name.map(tracing::field::debug),
+        pid = req.pid()
+    )
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
@@ -79,27 +101,28 @@ fn file_type(kind: Kind) -> FileType {
 }
 
 /// The xattr protocol: a zero size asks for the length; a buffer too small is ERANGE.
-fn reply_sized(reply: ReplyXattr, size: u32, value: &[u8]) {
+fn reply_sized(stats: &Stats, op: &'static str, reply: ReplyXattr, size: u32, value: &[u8]) {
     if size == 0 {
         reply.size(value.len() as u32);
     } else if value.len() <= size as usize {
         reply.data(value);
     } else {
+        stats.request_failed(op, libc::ERANGE);
         reply.error(Errno::from_i32(libc::ERANGE));
     }
 }
 
-fn reply_entry(reply: ReplyEntry, op: &str, result: Result<Entry, Error>) {
+fn reply_entry(stats: &Stats, reply: ReplyEntry, result: Result<Entry, Error>) {
     match result {
         Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)),
-        Err(err) => reply.error(errno(op, &err)),
+        Err(err) => reply.error(errno(stats, "lookup", &err)),
     }
 }
 
-fn reply_attr(reply: ReplyAttr, op: &str, result: Result<Entry, Error>) {
+fn reply_attr(stats: &Stats, reply: ReplyAttr, op: &'static str, result: Result<Entry, Error>) {
     match result {
         Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
-        Err(err) => reply.error(errno(op, &err)),
+        Err(err) => reply.error(errno(stats, op, &err)),
     }
 }
 
@@ -111,26 +134,34 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        if let Some(r) = self.fs.lookup_now(parent.0, name) {
-            return reply_entry(reply, "lookup", r);
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let span = span("lookup", req, parent, Some(name));
+        if let Some(r) = span.in_scope(|| self.fs.lookup_now(parent.0, name)) {
+            return reply_entry(self.fs.stats(), reply, r);
         }
         let fs = self.fs.clone();
         let name = name.to_owned();
-        self.spawn(async move { reply_entry(reply, "lookup", fs.lookup(parent.0, &name).await) });
+        self.spawn(
+            async move {
+                let result = fs.lookup(parent.0, &name).await;
+                reply_entry(fs.stats(), reply, result)
+            }
+            .instrument(span),
+        );
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         self.fs.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        reply_attr(reply, "getattr", self.fs.getattr(ino.0));
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _span = span("getattr", req, ino, None).entered();
+        reply_attr(self.fs.stats(), reply, "getattr", self.fs.getattr(ino.0));
     }
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -146,9 +177,11 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _span = span("setattr", req, ino, None).entered();
         let other =
             mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some();
-        reply_attr(reply, "setattr", self.fs.setattr(ino.0, size, other));
+        let result = self.fs.setattr(ino.0, size, other);
+        reply_attr(self.fs.stats(), reply, "setattr", result);
     }
 
     fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -161,7 +194,7 @@ impl<B: Backend> Filesystem for FuseFs<B> {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -170,15 +203,16 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _span = span("read", req, ino, None).entered();
         match self.fs.read(ino.0, offset, size) {
             Ok(data) => reply.data(&data),
-            Err(err) => reply.error(errno("read", &err)),
+            Err(err) => reply.error(errno(self.fs.stats(), "read", &err)),
         }
     }
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         _offset: u64,
@@ -188,25 +222,30 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let span = span("write", req, ino, None);
         let fs = self.fs.clone();
         let len = data.len();
-        self.spawn(async move {
-            match fs.write(ino.0, len).await {
-                Ok(n) => reply.written(n as u32),
-                Err(err) => reply.error(errno("write", &err)),
+        self.spawn(
+            async move {
+                match fs.write(ino.0, len).await {
+                    Ok(n) => reply.written(n as u32),
+                    Err(err) => reply.error(errno(fs.stats(), "write", &err)),
+                }
             }
-        });
+            .instrument(span),
+        );
     }
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let fill = move |r: Result<Entries, Error>| match r {
+        let span = span("readdir", req, ino, None);
+        let fill = move |stats: &Stats, r: Result<Entries, Error>| match r {
             Ok(entries) => {
                 for e in entries.iter() {
                     if reply.add(INodeNo(e.ino), e.offset, file_type(e.kind), &e.name) {
@@ -215,29 +254,42 @@ impl<B: Backend> Filesystem for FuseFs<B> {
                 }
                 reply.ok();
             }
-            Err(err) => reply.error(errno("readdir", &err)),
+            Err(err) => reply.error(errno(stats, "readdir", &err)),
         };
-        match self.fs.readdir_now(ino.0, offset) {
-            Some(r) => fill(r),
+        match span.in_scope(|| self.fs.readdir_now(ino.0, offset)) {
+            Some(r) => fill(self.fs.stats(), r),
             None => {
                 let fs = self.fs.clone();
-                self.spawn(async move { fill(fs.readdir(ino.0, offset).await) });
+                self.spawn(
+                    async move {
+                        let result = fs.readdir(ino.0, offset).await;
+                        fill(fs.stats(), result)
+                    }
+                    .instrument(span),
+                );
             }
         }
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let _span = span("getxattr", req, ino, Some(name)).entered();
+        let stats = self.fs.stats();
         let attrs = match self.fs.xattrs(ino.0) {
             Ok(attrs) => attrs,
-            Err(err) => return reply.error(errno("getxattr", &err)),
+            Err(err) => return reply.error(errno(stats, "getxattr", &err)),
         };
         match attrs.iter().find(|(n, _)| OsStr::new(n) == name) {
-            None => reply.error(Errno::from_i32(libc::ENODATA)),
-            Some((_, value)) => reply_sized(reply, size, value),
+            None => {
+                stats.request_failed("getxattr", libc::ENODATA);
+                reply.error(Errno::from_i32(libc::ENODATA))
+            }
+            Some((_, value)) => reply_sized(stats, "getxattr", reply, size, value),
         }
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _span = span("listxattr", req, ino, None).entered();
+        let stats = self.fs.stats();
         match self.fs.xattrs(ino.0) {
             Ok(attrs) => {
                 let mut names = Vec::new();
@@ -245,9 +297,9 @@ impl<B: Backend> Filesystem for FuseFs<B> {
                     names.extend_from_slice(name.as_bytes());
                     names.push(0);
                 }
-                reply_sized(reply, size, &names);
+                reply_sized(stats, "listxattr", reply, size, &names);
             }
-            Err(err) => reply.error(errno("listxattr", &err)),
+            Err(err) => reply.error(errno(stats, "listxattr", &err)),
         }
     }
 
@@ -261,11 +313,11 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(read_only(self.fs.stats()));
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+        reply.error(read_only(self.fs.stats()));
     }
 
     fn mknod(
@@ -278,7 +330,7 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(read_only(self.fs.stats()));
     }
 
     fn mkdir(
@@ -290,15 +342,15 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(read_only(self.fs.stats()));
     }
 
     fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+        reply.error(read_only(self.fs.stats()));
     }
 
     fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+        reply.error(read_only(self.fs.stats()));
     }
 
     fn symlink(
@@ -309,7 +361,7 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         _target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(read_only(self.fs.stats()));
     }
 
     fn rename(
@@ -322,7 +374,7 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         _flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(read_only(self.fs.stats()));
     }
 
     fn link(
@@ -333,7 +385,7 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(read_only(self.fs.stats()));
     }
 
     fn create(
@@ -346,7 +398,7 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         _flags: i32,
         reply: fuser::ReplyCreate,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(read_only(self.fs.stats()));
     }
 }
 

@@ -6,10 +6,7 @@
 //! together for the binary.
 
 pub mod backend;
-pub mod cli;
 pub mod content;
-pub mod daemon;
-pub mod devfuse;
 pub mod error;
 pub mod filter;
 pub mod flight;
@@ -20,3 +17,4 @@ pub mod metrics;
 pub mod mount;
 pub mod names;
 pub mod stats;
+pub mod sync;

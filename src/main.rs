@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    match ssmfs::cli::Cli::parse_args(std::env::args_os()) {
+    match ssmfs::mount::cli::Cli::parse_args(std::env::args_os()) {
         Ok(cli) => ssmfs::mount::main(cli),
         Err(e) => e.exit(),
     }

@@ -26,7 +26,35 @@ pub struct Stats {
     pub misses: AtomicU64,
     pub refreshes: AtomicU64,
     pub stale_served: AtomicU64,
+    /// Failed requests from the kernel, by operation and errno (indices into `OPERATIONS` and
+    /// `ERRNOS`).
+    request_errors: [[AtomicU64; ERRNOS.len()]; OPERATIONS.len()],
 }
+
+/// The kernel's requests whose failures are counted; `modify` is every request that would
+/// change the filesystem (all refused as read-only but for `.refresh`).
+pub const OPERATIONS: [&str; 9] = [
+    "lookup",
+    "getattr",
+    "setattr",
+    "read",
+    "write",
+    "readdir",
+    "getxattr",
+    "listxattr",
+    "modify",
+];
+/// Errnos counted by name; any other counts as `other`.
+const ERRNOS: [(i32, &str); 8] = [
+    (libc::ENOENT, "ENOENT"),
+    (libc::EACCES, "EACCES"),
+    (libc::EIO, "EIO"),
+    (libc::EROFS, "EROFS"),
+    (libc::EISDIR, "EISDIR"),
+    (libc::ERANGE, "ERANGE"),
+    (libc::ENODATA, "ENODATA"),
+    (0, "other"),
+];
 
 /// One group's last good refresh: its full name (`/app/db`, `prod/`), when, and how many
 /// parameters it held.
@@ -46,6 +74,8 @@ pub struct Figures {
     refreshes: u64,
     stale_served: u64,
     since_last_good: Option<f64>,
+    /// Operation, errno name, failed requests (only those that failed at least once).
+    request_errors: Vec<(&'static str, &'static str, u64)>,
     /// Name, seconds since its last good refresh, parameters.
     groups: Vec<(String, f64, usize)>,
 }
@@ -62,6 +92,19 @@ impl Stats {
         counter.fetch_add(1, Relaxed);
     }
 
+    /// Counts a request of operation `op` (one of [`OPERATIONS`]) that failed with `errno`.
+    pub fn request_failed(&self, op: &str, errno: i32) {
+        let op = OPERATIONS
+            .iter()
+            .position(|o| *o == op)
+            .unwrap_or(OPERATIONS.len() - 1);
+        let errno = ERRNOS
+            .iter()
+            .position(|(e, _)| *e == errno)
+            .unwrap_or(ERRNOS.len() - 1);
+        Stats::bump(&self.request_errors[op][errno]);
+    }
+
     pub fn figures(&self, last_good: Option<Instant>, groups: &[Group]) -> Figures {
         Figures {
             calls: self.calls.snapshot(),
@@ -72,6 +115,16 @@ impl Stats {
             refreshes: self.refreshes.load(Relaxed),
             stale_served: self.stale_served.load(Relaxed),
             since_last_good: last_good.map(|t| t.elapsed().as_secs_f64()),
+            request_errors: OPERATIONS
+                .iter()
+                .zip(&self.request_errors)
+                .flat_map(|(op, counts)| {
+                    ERRNOS.iter().zip(counts).filter_map(|((_, errno), n)| {
+                        let n = n.load(Relaxed);
+                        (n > 0).then_some((*op, *errno, n))
+                    })
+                })
+                .collect(),
             groups: groups
                 .iter()
                 .map(|g| {
@@ -102,6 +155,13 @@ impl Figures {
                 (name.clone(), group)
             })
             .collect();
+        let mut request_errors = serde_json::Map::new();
+        for (op, errno, n) in &self.request_errors {
+            let by_errno = request_errors
+                .entry(op.to_string())
+                .or_insert_with(|| serde_json::json!({}));
+            by_errno[*errno] = (*n).into();
+        }
         let doc = serde_json::json!({
             "api_calls": calls,
             "api_errors": self.errors,
@@ -111,6 +171,7 @@ impl Figures {
             "refreshes": self.refreshes,
             "stale_served": self.stale_served,
             "seconds_since_last_good_fetch": self.since_last_good,
+            "request_errors": request_errors,
             "groups": groups,
         });
         let mut out = serde_json::to_vec_pretty(&doc).expect("plain JSON");
@@ -164,6 +225,19 @@ impl Figures {
             "Answers from values older than their max age while AWS failed",
             self.stale_served,
         );
+        let request_errors = Family::<Vec<(String, String)>, Counter>::default();
+        for (op, errno, n) in &self.request_errors {
+            let labels = vec![
+                ("operation".to_string(), op.to_string()),
+                ("errno".to_string(), errno.to_string()),
+            ];
+            request_errors.get_or_create(&labels).inc_by(*n);
+        }
+        registry.register(
+            "request_errors",
+            "Requests from the kernel that failed, by operation and errno",
+            request_errors,
+        );
         if let Some(age) = self.since_last_good {
             let g = Gauge::<f64, AtomicU64>::default();
             g.set(age);
@@ -211,6 +285,10 @@ mod tests {
         calls.count(Op::GetParametersByPath);
         let stats = Stats::new(calls);
         Stats::bump(&stats.hits);
+        stats.request_failed("lookup", libc::ENOENT);
+        stats.request_failed("lookup", libc::ENOENT);
+        stats.request_failed("mkdir", libc::EROFS);
+        stats.request_failed("read", libc::EBADF);
         let groups = [Group {
             name: "/app \"x\"".to_string(),
             refreshed_at: Instant::now(),
@@ -221,6 +299,9 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&figures.to_json()).unwrap();
         assert_eq!(json["api_calls"]["GetParametersByPath"], 2);
         assert_eq!(json["cache_hits"], 1);
+        assert_eq!(json["request_errors"]["lookup"]["ENOENT"], 2);
+        assert_eq!(json["request_errors"]["modify"]["EROFS"], 1);
+        assert_eq!(json["request_errors"]["read"]["other"], 1);
         assert_eq!(json["groups"]["/app \"x\""]["parameters"], 3);
         assert!(
             json["groups"]["/app \"x\""]["seconds_since_refresh"]
@@ -235,6 +316,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("ssmfs_cache_hits_total 1\n"), "{text}");
+        assert!(
+            text.contains("ssmfs_request_errors_total{operation=\"lookup\",errno=\"ENOENT\"} 2\n"),
+            "{text}"
+        );
         assert!(text.contains("ssmfs_cache_misses_total 0\n"), "{text}");
         assert!(
             text.contains("ssmfs_group_parameters{group=\"/app \\\"x\\\"\"} 3\n"),

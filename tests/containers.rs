@@ -148,7 +148,7 @@ fn the_shipped_examples_parse() {
     };
     let mut docker = json_list("ENTRYPOINT ");
     docker.extend(json_list("CMD "));
-    let cli = ssmfs::cli::Cli::parse_args(&docker).unwrap_or_else(|e| panic!("{e}"));
+    let cli = ssmfs::mount::cli::Cli::parse_args(&docker).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         cli.foreground,
         "a container's main process stays in the foreground"
@@ -160,7 +160,7 @@ fn the_shipped_examples_parse() {
     while let Some(item) = lines.next().and_then(|l| l.trim().strip_prefix("- ")) {
         args.push(serde_json::from_str(item).unwrap());
     }
-    let cli = ssmfs::cli::Cli::parse_args(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let cli = ssmfs::mount::cli::Cli::parse_args(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
     assert!(cli.allow_other, "readers in other pods are other users");
     assert!(cli.metrics_addr.is_some());
     assert!(yaml.contains("mountPropagation: Bidirectional"));

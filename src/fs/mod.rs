@@ -27,7 +27,9 @@
 
 use std::ffi::OsStr;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
+
+use crate::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use lru::LruCache;

@@ -720,4 +720,6 @@ async fn max_stale_bounds_what_an_outage_serves() {
 }
 
 mod bounds;
+#[cfg(feature = "shuttle")]
+mod interleavings;
 mod races;

@@ -5,6 +5,13 @@
 //! nothing mounted; SIGTERM and SIGINT unmount and exit 0; SIGHUP refreshes every group, as a
 //! write to the root `.refresh` does; an external `umount` exits 0. Under systemd the daemon
 //! sends READY=1 once the mount is live, STATUS= after each refresh, and STOPPING=1.
+//!
+//! The parts of start-up: [`cli`] (options, `-o` mount options), [`daemon`] (background mode
+//! and systemd's notify protocol), [`devfuse`] (mount(2) of /dev/fuse as `fuse.ssmfs`).
+
+pub mod cli;
+pub mod daemon;
+pub mod devfuse;
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -23,13 +30,13 @@ use crate::backend::secrets::SecretsBackend;
 use crate::backend::ssm::SsmBackend;
 use crate::backend::BackendError;
 use crate::backend::{ApiCalls, Backend};
-use crate::cli::Cli;
-use crate::daemon::{notify_status, notify_stopping, Readiness};
-use crate::devfuse::{self, MountRequest};
 use crate::fs::{Config, Fs};
 use crate::fuse::{FuseFs, KernelInvalidator};
 use crate::metrics;
 use crate::names::{Dialect, Source};
+use cli::Cli;
+use daemon::{notify_status, notify_stopping, Readiness};
+use devfuse::MountRequest;
 
 /// A connection that does not open in this time fails the call (and start-up) instead of
 /// hanging a reader.
@@ -109,31 +116,19 @@ fn check_mountpoint(path: &Path) -> Result<(), String> {
     }
 }
 
-/// Whether the topmost mount at `path` is of type fuse.ssmfs (read from /proc/self/mountinfo).
+/// Whether the topmost mount at `path` is of type fuse.ssmfs.
 fn dead_ssmfs_mount(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
     let Ok(cwd) = std::env::current_dir() else {
         return false;
     };
     let want = cwd.join(path);
-    let want = want.to_string_lossy();
-    info.lines()
-        .filter_map(|line| {
-            let mut fields = line.split(' ');
-            let mount_point = fields.nth(4)?;
-            let fstype = line.split(" - ").nth(1)?.split(' ').next()?;
-            // mountinfo escapes space, tab, newline and backslash in octal.
-            let unescaped = mount_point
-                .replace("\\040", " ")
-                .replace("\\011", "\t")
-                .replace("\\012", "\n")
-                .replace("\\134", "\\");
-            (unescaped == want.trim_end_matches('/')).then_some(fstype == devfuse::FS_TYPE)
-        })
-        .next_back()
-        .unwrap_or(false)
+    let Ok(mounts) = procfs::process::Process::myself().and_then(|p| p.mountinfo()) else {
+        return false;
+    };
+    mounts
+        .into_iter()
+        .rfind(|m| m.mount_point == want)
+        .is_some_and(|m| m.fs_type == devfuse::FS_TYPE)
 }
 
 fn init_logging(cli: &Cli) -> Result<(), String> {
