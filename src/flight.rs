@@ -7,7 +7,7 @@
 use crate::sync::Mutex;
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use tokio::sync::watch;
 

@@ -263,10 +263,7 @@ async fn list_all(
     let mut names = Vec::new();
     let mut token = None;
     loop {
-        let page = b
-            .get_parameters_by_path(path, recursive, token)
-            .await
-            .unwrap();
+        let page = b.list(path, recursive, token).await.unwrap();
         names.extend(page.params.into_iter().map(|p| p.name));
         token = page.next_token;
         if token.is_none() {

@@ -194,8 +194,8 @@ mod tests {
         let ssm = SsmBackend::new(&canned.config, calls.clone(), true, &[]);
         let sm = SecretsBackend::new(&canned.config, calls, false);
         [
-            ssm.get_parameter("/app/x").await.unwrap_err(),
-            sm.get_parameter("app/x").await.unwrap_err(),
+            ssm.get("/app/x").await.unwrap_err(),
+            sm.get("app/x").await.unwrap_err(),
         ]
     }
 
@@ -307,7 +307,7 @@ mod tests {
             .build();
         let calls = Arc::new(ApiCalls::paced(0));
         let err = SsmBackend::new(&config, calls.clone(), true, &[])
-            .get_parameter("/app/x")
+            .get("/app/x")
             .await
             .unwrap_err();
         assert!(matches!(err, BackendError::Unavailable(_)), "{err:?}");
@@ -333,7 +333,7 @@ mod tests {
             )
             .build();
         let err = SsmBackend::new(&config, calls, true, &[])
-            .get_parameter("/app/x")
+            .get("/app/x")
             .await
             .unwrap_err();
         assert!(matches!(err, BackendError::Credentials(_)), "{err:?}");

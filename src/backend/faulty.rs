@@ -127,7 +127,7 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         self.inner.gets_every_name()
     }
 
-    async fn get_parameters_by_path(
+    async fn list(
         &self,
         path: &str,
         recursive: bool,
@@ -136,18 +136,16 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         self.calls
             .call(self.list_op, || async {
                 self.inject(self.list_op).await?;
-                self.inner
-                    .get_parameters_by_path(path, recursive, next_token.clone())
-                    .await
+                self.inner.list(path, recursive, next_token.clone()).await
             })
             .await
     }
 
-    async fn get_parameter(&self, name: &str) -> Result<Option<Param>, BackendError> {
+    async fn get(&self, name: &str) -> Result<Option<Param>, BackendError> {
         self.calls
             .call(self.get_op, || async {
                 self.inject(self.get_op).await?;
-                self.inner.get_parameter(name).await
+                self.inner.get(name).await
             })
             .await
     }
@@ -173,7 +171,7 @@ mod tests {
         let b = faulty(0);
         b.throttle(Op::GetParameter, 2);
         let start = Instant::now();
-        let got = b.get_parameter("/app/name").await.unwrap().unwrap();
+        let got = b.get("/app/name").await.unwrap().unwrap();
         assert_eq!(got.content.as_bytes(), b"demo");
         let calls = b.api_calls();
         assert_eq!(
@@ -199,10 +197,7 @@ mod tests {
     async fn an_outage_is_retried_max_attempts_times_then_surfaces_as_unavailable() {
         let b = faulty(0);
         b.outage(Op::GetParametersByPath, true);
-        let err = b
-            .get_parameters_by_path("/app", true, None)
-            .await
-            .unwrap_err();
+        let err = b.list("/app", true, None).await.unwrap_err();
         assert!(matches!(err, BackendError::Unavailable(_)), "{err:?}");
         assert!(err.is_transient());
         let calls = b.api_calls();
@@ -211,7 +206,7 @@ mod tests {
         assert_eq!(b.inner().total_calls(), 0, "nothing reached the store");
 
         b.outage(Op::GetParametersByPath, false);
-        let page = b.get_parameters_by_path("/app", true, None).await.unwrap();
+        let page = b.list("/app", true, None).await.unwrap();
         assert_eq!(page.params.len(), 2, "answered once the outage is cleared");
     }
 
@@ -220,12 +215,12 @@ mod tests {
         let b = faulty(0);
         b.deny(Op::GetParameter, true);
         let start = Instant::now();
-        let err = b.get_parameter("/app/name").await.unwrap_err();
+        let err = b.get("/app/name").await.unwrap_err();
         assert!(matches!(err, BackendError::AccessDenied(_)), "{err:?}");
         assert_eq!(b.api_calls().get(Op::GetParameter), 1);
         assert_eq!(start.elapsed(), Duration::ZERO, "no back-off either");
         // Faults are per operation: listings still answer.
-        assert!(b.get_parameters_by_path("/app", true, None).await.is_ok());
+        assert!(b.list("/app", true, None).await.is_ok());
     }
 
     #[tokio::test(start_paused = true)]
@@ -234,7 +229,7 @@ mod tests {
         b.outage(Op::GetParameter, true);
         b.latency(Op::GetParameter, Some(Duration::from_secs(5)));
         let start = Instant::now();
-        assert!(b.get_parameter("/app/name").await.is_err());
+        assert!(b.get("/app/name").await.is_err());
         // Attempts end at 5 s and about 10 s; the third starts before 12 s and ends past it,
         // and no fourth starts.
         assert_eq!(b.api_calls().get(Op::GetParameter), 3);
@@ -252,7 +247,7 @@ mod tests {
         b.throttle(Op::GetParameter, 3);
         let start = Instant::now();
         for _ in 0..3 {
-            assert!(b.get_parameter("/app/name").await.unwrap().is_some());
+            assert!(b.get("/app/name").await.unwrap().is_some());
         }
         let calls = b.api_calls();
         assert_eq!(

@@ -39,7 +39,7 @@ pub struct MemoryBackend {
     calls: Arc<ApiCalls>,
     /// When set, every call waits for a permit first (tests release them one by one).
     gate: Arc<Mutex<Option<Arc<Semaphore>>>>,
-    /// Plays a backend whose `get_parameter` cannot answer for every listed name.
+    /// Plays a backend whose `get` cannot answer for every listed name.
     lists_only: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -141,7 +141,7 @@ impl Backend for MemoryBackend {
         !self.lists_only.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    async fn get_parameters_by_path(
+    async fn list(
         &self,
         path: &str,
         recursive: bool,
@@ -170,7 +170,7 @@ impl Backend for MemoryBackend {
         })
     }
 
-    async fn get_parameter(&self, name: &str) -> Result<Option<Param>, BackendError> {
+    async fn get(&self, name: &str) -> Result<Option<Param>, BackendError> {
         self.enter(Op::GetParameter).await?;
         let inner = self.inner.lock().unwrap();
         let Some((base, selector)) = name.split_once(':') else {

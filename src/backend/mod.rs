@@ -1,5 +1,7 @@
-//! The remote store behind the mount, as a trait: one page of `GetParametersByPath` and one
-//! `GetParameter`, the two calls the filesystem core is built from.
+//! The remote store behind the mount, as a service-neutral trait: one page of a listing under a
+//! path and one value by name, the two calls the filesystem core is built from (SSM:
+//! `GetParametersByPath` and `GetParameter`; Secrets Manager: `ListSecrets` with the values of
+//! what it lists, and `GetSecretValue`).
 //!
 //! Implementations: [`ssm::SsmBackend`] and [`secrets::SecretsBackend`] (the AWS SDK),
 //! [`memory::MemoryBackend`] (a map that counts calls and injects faults, for unit tests; it does
@@ -254,27 +256,26 @@ fn retryable(err: &BackendError) -> bool {
     )
 }
 
-/// A source of parameters. `path` is an SSM hierarchy path (`/app`, or `/` for all).
+/// A source of parameters or secrets. `path` is a full name prefix as the service spells it
+/// (`/app`, `/` for all SSM parameters; `prod/`, `` for all secrets).
 pub trait Backend: Send + Sync + 'static {
     /// The counts of the API calls this backend made.
     fn api_calls(&self) -> std::sync::Arc<ApiCalls>;
 
-    /// One page of `GetParametersByPath(path, recursive)`, at most 10 parameters.
-    fn get_parameters_by_path(
+    /// One page of what is at or below `path`, with values (`recursive`: the whole subtree;
+    /// otherwise only what is directly in `path`). A page may be empty and still carry a token.
+    fn list(
         &self,
         path: &str,
         recursive: bool,
         next_token: Option<String>,
     ) -> impl Future<Output = Result<Page, BackendError>> + Send;
 
-    /// `GetParameter(name)`, where `name` may end in a selector (`:3`, `:label`); `Ok(None)`
-    /// when the parameter or that version does not exist.
-    fn get_parameter(
-        &self,
-        name: &str,
-    ) -> impl Future<Output = Result<Option<Param>, BackendError>> + Send;
+    /// One value by its full name, which may end in a selector (`:3`, `:label`, a Secrets
+    /// Manager stage or version id); `Ok(None)` when it or that version does not exist.
+    fn get(&self, name: &str) -> impl Future<Output = Result<Option<Param>, BackendError>> + Send;
 
-    /// Whether `get_parameter` answers for every name a listing can show. When it cannot (the
+    /// Whether `get` answers for every name a listing can show. When it cannot (the
     /// listing is filtered, or shows keys of JSON secrets), the core lists instead.
     fn gets_every_name(&self) -> bool {
         true

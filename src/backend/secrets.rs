@@ -17,7 +17,7 @@
 //! and is reported once in the log; it never breaks the rest of the mount. Errors carry AWS's
 //! error code and message, never a value.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -46,6 +46,8 @@ const CURRENT: &str = "AWSCURRENT";
 /// same `Content` (shared, not copied) for as long as it shows the secret.
 const MAX_HELD: usize = 20_000;
 
+/// Unreadable secrets remembered as reported: a bound on memory, not a limit on secrets.
+const MAX_REPORTED: usize = 1024;
 pub struct SecretsBackend {
     client: Client,
     calls: Arc<ApiCalls>,
@@ -53,8 +55,9 @@ pub struct SecretsBackend {
     /// The entries made from each secret's current version: what a listing reuses when the
     /// version has not changed.
     held: Mutex<Held>,
-    /// (secret, error code) already reported, so that each problem is logged once.
-    reported: Mutex<HashSet<(String, String)>>,
+    /// (secret, error code) already reported, so that each problem is logged once (up to
+    /// `MAX_REPORTED` remembered; past that the oldest may be reported again).
+    reported: Mutex<lru::LruCache<(String, String), ()>>,
 }
 
 impl SecretsBackend {
@@ -64,7 +67,9 @@ impl SecretsBackend {
             calls,
             expand_json,
             held: Mutex::new(Held::new(MAX_HELD)),
-            reported: Mutex::default(),
+            reported: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(MAX_REPORTED).expect("positive"),
+            )),
         }
     }
 
@@ -112,7 +117,8 @@ impl SecretsBackend {
                 .reported
                 .lock()
                 .unwrap()
-                .insert((name.clone(), code.clone()))
+                .put((name.clone(), code.clone()), ())
+                .is_none()
             {
                 warn!(secret = %name, error = %code, "secret cannot be read; it reads as EACCES");
             }
@@ -238,7 +244,7 @@ impl Backend for SecretsBackend {
 
     /// One page of the secrets at or below `path`, with their values. The secret named `path`
     /// itself is included: its JSON keys are entries of the directory `path`.
-    async fn get_parameters_by_path(
+    async fn list(
         &self,
         path: &str,
         recursive: bool,
@@ -313,7 +319,7 @@ impl Backend for SecretsBackend {
 
     /// `GetSecretValue`: `name` alone is the current version; `name:LABEL` a staging label;
     /// `name:VERSIONID` a version.
-    async fn get_parameter(&self, name: &str) -> Result<Option<Param>, BackendError> {
+    async fn get(&self, name: &str) -> Result<Option<Param>, BackendError> {
         let (id, selector) = match name.split_once(':') {
             Some((id, sel)) => (id, Some(sel)),
             None => (name, None),

@@ -64,7 +64,7 @@ impl Backend for SsmBackend {
         self.filters.is_none()
     }
 
-    async fn get_parameters_by_path(
+    async fn list(
         &self,
         path: &str,
         recursive: bool,
@@ -96,7 +96,7 @@ impl Backend for SsmBackend {
         Ok(Page { params, next_token })
     }
 
-    async fn get_parameter(&self, name: &str) -> Result<Option<Param>, BackendError> {
+    async fn get(&self, name: &str) -> Result<Option<Param>, BackendError> {
         self.calls
             .call(Op::GetParameter, || async {
                 match self
@@ -199,7 +199,7 @@ mod tests {
         let body = "<Response><Code>hunter2</Code><Message>hunter2</Message></Response>";
         let canned = Canned::start(200, &[JSON], body).await;
         let backend = SsmBackend::new(&canned.config, Arc::new(ApiCalls::paced(0)), true, &[]);
-        let err = backend.get_parameter("/app/x").await.unwrap_err();
+        let err = backend.get("/app/x").await.unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
         assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
     }

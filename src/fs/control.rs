@@ -5,7 +5,7 @@
 //! Promises: nothing else on the mount can be written; a failed refresh is `EIO` and keeps the
 //! held values; a forced refresh never joins a fetch that started before it was asked for.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use super::inodes::{Ino, Node};
 use super::refresher::Fetch;

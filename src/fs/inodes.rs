@@ -261,4 +261,42 @@ mod tests {
         assert!(matches!(inodes.node(again), Some(Node::Dir { path }) if path == "a"));
         assert!(matches!(inodes.node(a), Some(Node::Dir { path }) if path == "b"));
     }
+
+    proptest::proptest! {
+        /// Whatever the kernel remembers and forgets: an inode names one node while held, a
+        /// held node keeps its number, and only held nodes (and the root) are kept.
+        #[test]
+        fn an_inode_never_names_two_nodes(
+            ops in proptest::collection::vec((0usize..6, 0u64..3, proptest::bool::ANY), 1..200)
+        ) {
+            let dirs = ["a", "b", "a/b", "c", "d", "e"];
+            let mut inodes = Inodes::new();
+            let mut held: HashMap<&str, (Ino, u64)> = HashMap::new();
+            for (i, n, remember) in ops {
+                let path = dirs[i];
+                if remember {
+                    let ino = inodes.remember(dir(path));
+                    let entry = held.entry(path).or_insert((ino, 0));
+                    proptest::prop_assert_eq!(entry.0, ino, "a held node keeps its number");
+                    entry.1 += 1;
+                } else if let Some((ino, count)) = held.get(path).copied() {
+                    inodes.forget(ino, n);
+                    if count <= n {
+                        held.remove(path);
+                    } else {
+                        held.insert(path, (ino, count - n));
+                    }
+                }
+                proptest::prop_assert_eq!(inodes.len(), held.len() + 1);
+                let mut numbers: Vec<Ino> = held.values().map(|(ino, _)| *ino).collect();
+                numbers.sort();
+                numbers.dedup();
+                proptest::prop_assert_eq!(numbers.len(), held.len(), "one number, one node");
+                for (path, (ino, _)) in &held {
+                    let named = matches!(inodes.node(*ino), Some(Node::Dir { path: p }) if p == path);
+                    proptest::prop_assert!(named, "{} names {}", ino, path);
+                }
+            }
+        }
+    }
 }

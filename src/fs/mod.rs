@@ -30,7 +30,9 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, OnceLock, Weak};
 
 use crate::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use lru::LruCache;
 

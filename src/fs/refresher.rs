@@ -14,7 +14,9 @@
 //! [`crate::flight`]); a fetch's result is applied, and its invalidations queued, before any of
 //! its waiters is released; every fetch is stamped with the instant it started.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tracing::{debug, info, warn};
 
@@ -315,16 +317,13 @@ impl<B: Backend> Fs<B> {
         recursive: bool,
         token: Option<String>,
     ) -> Result<Page, BackendError> {
-        let result = self
-            .backend
-            .get_parameters_by_path(path, recursive, token)
-            .await;
+        let result = self.backend.list(path, recursive, token).await;
         self.count_error(&result);
         result
     }
 
     async fn call_get(&self, name: &str) -> Result<Option<Param>, BackendError> {
-        let result = self.backend.get_parameter(name).await;
+        let result = self.backend.get(name).await;
         self.count_error(&result);
         result
     }

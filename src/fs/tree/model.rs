@@ -12,6 +12,7 @@ use super::*;
 use crate::content::Content;
 use crate::fs::inodes::Inodes;
 use crate::fs::listing;
+use crate::names::Source;
 
 /// Parameter paths under the source: a parameter may also be a directory (`a`, `a/b`).
 const PATHS: [&str; 10] = [

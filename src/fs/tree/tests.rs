@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::content::Content;
+use crate::names::Source;
 use std::time::Duration;
 
 fn param(name: &str, value: &str, derived: bool) -> Param {

@@ -1,0 +1,316 @@
+//! The primitive changes of the tree and the stamp rules they keep: a fact is replaced only by
+//! a newer one; a directory's `seen_at` grows towards the root; a directory or file newer
+//! knowledge says was absent is not added; every change to what a name shows is reported.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+use super::{in_subtree, join, split, Absent, Cached, Change, Dir, Listed, Tree};
+use crate::backend::Param;
+use crate::names::PARAM_SUFFIX;
+
+impl Tree {
+    pub(super) fn note_absent(
+        &mut self,
+        dir: &str,
+        name: &str,
+        at: Instant,
+        field: impl Fn(&mut Absent) -> &mut Option<Instant>,
+    ) {
+        let key = (dir.to_string(), name.to_string());
+        let entry = self.absent.get_or_insert_mut(key, Absent::default);
+        let slot = field(entry);
+        if slot.is_none_or(|t| t <= at) {
+            *slot = Some(at);
+        }
+    }
+
+    /// Forgets one kind of absence of a name (it was found to exist, as of something newer).
+    pub(super) fn clear_absent(
+        &mut self,
+        dir: &str,
+        name: &str,
+        field: impl Fn(&mut Absent) -> &mut Option<Instant>,
+    ) {
+        let key = (dir.to_string(), name.to_string());
+        if let Some(a) = self.absent.peek_mut(&key) {
+            *field(a) = None;
+            if a.file.is_none() && a.dir.is_none() {
+                self.absent.pop(&key);
+            }
+        }
+    }
+
+    /// When `name` in `dir` was last confirmed absent, as a file or as a directory.
+    pub(super) fn absent_since(&self, dir: &str, name: &str, file: bool) -> Option<Instant> {
+        let a = self.absent.peek(&(dir.to_string(), name.to_string()))?;
+        if file {
+            a.file
+        } else {
+            a.dir
+        }
+    }
+
+    /// Makes sure `path` and the directories above it exist, seen at `at` or later. Fails when
+    /// something newer than `at` knows one of them absent.
+    pub(super) fn ensure_dir(
+        &mut self,
+        path: &str,
+        at: Instant,
+        changes: &mut Vec<Change>,
+    ) -> bool {
+        if !path.is_empty() {
+            let (parent, name) = split(path);
+            if !self.ensure_dir(parent, at, changes) {
+                return false;
+            }
+            if !self.dirs.contains_key(path) && !self.add_dir(parent, name, at, changes) {
+                return false;
+            }
+        }
+        let d = self.dirs.get_mut(path).expect("made above");
+        if d.seen_at < at {
+            d.seen_at = at;
+        }
+        true
+    }
+
+    /// Adds the directory `name` to `parent` unless something newer knows it absent: a
+    /// complete listing of `parent`, or a probe.
+    pub(super) fn add_dir(
+        &mut self,
+        parent: &str,
+        name: &str,
+        at: Instant,
+        changes: &mut Vec<Change>,
+    ) -> bool {
+        let absent = self.absent_since(parent, name, false);
+        let p = self.dirs.get(parent).expect("parents are made first");
+        // When the parent was listed whole, was empty, or the name was probed, the directory
+        // did not exist.
+        let empty_at = [p.listed_at, p.empty_at, absent]
+            .into_iter()
+            .flatten()
+            .max();
+        if empty_at.is_some_and(|t| t > at) {
+            return false;
+        }
+        let mut dir = Dir::new(at);
+        dir.empty_at = empty_at;
+        self.dirs.insert(join(parent, name), dir);
+        self.clear_absent(parent, name, |a| &mut a.dir);
+        let p = self.dirs.get_mut(parent).expect("checked above");
+        p.subdirs.insert(name.to_string());
+        p.number(name, true);
+        if p.seen_at < at {
+            p.seen_at = at;
+        }
+        changes.push(Change {
+            dir: parent.to_string(),
+            name: name.to_string(),
+        });
+        self.bump(parent);
+        true
+    }
+
+    /// Drops a directory and everything below it (all of it is older than `at`).
+    pub(super) fn remove_dir(&mut self, path: &str, changes: &mut Vec<Change>) {
+        if path.is_empty() {
+            return;
+        }
+        let below: Vec<String> = self
+            .dirs
+            .keys()
+            .filter(|d| in_subtree(path, d))
+            .cloned()
+            .collect();
+        for d in below {
+            if let Some(dir) = self.dirs.remove(&d) {
+                for name in dir.files.keys() {
+                    self.removed.insert(join(&d, name));
+                }
+            }
+            self.groups.remove(&d);
+        }
+        let (parent, name) = split(path);
+        if let Some(p) = self.dirs.get_mut(parent) {
+            p.subdirs.remove(name);
+        }
+        self.bump(parent);
+        changes.push(Change {
+            dir: parent.to_string(),
+            name: name.to_string(),
+        });
+        // The name may have shown the parameter as `name%`; now it is `name` again.
+        changes.push(Change {
+            dir: parent.to_string(),
+            name: format!("{name}{PARAM_SUFFIX}"),
+        });
+    }
+
+    /// Replaces a directory's files with a listing from `at`, keeping whatever is newer than
+    /// `at`, and marks its contents complete as of `at`. (Its subdirectories were settled by
+    /// the caller.)
+    pub(super) fn replace_contents(
+        &mut self,
+        path: &str,
+        listed: Listed,
+        at: Instant,
+        changes: &mut Vec<Change>,
+    ) {
+        let Some(d) = self.dirs.get(path) else {
+            return;
+        };
+        let gone: Vec<String> = d
+            .files
+            .keys()
+            .filter(|n| !listed.files.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.remove_file(path, &name, at, changes);
+        }
+        for (name, p) in listed.files {
+            self.put_file(path, &name, p, at, changes);
+        }
+        let d = self.dirs.get_mut(path).expect("checked above");
+        if d.listed_at.is_none_or(|t| t <= at) {
+            d.listed_at = Some(at);
+            d.single_calls = 0;
+        }
+        if d.files_at.is_none_or(|t| t <= at) {
+            d.files_at = Some(at);
+        }
+        self.bump(path);
+    }
+
+    /// Puts a parameter fetched at `at` in `dir`, unless something newer knows better: a newer
+    /// fetch of it, a newer answer that it is absent, or a newer complete listing without it.
+    pub(super) fn put_file(
+        &mut self,
+        dir: &str,
+        name: &str,
+        p: Param,
+        at: Instant,
+        changes: &mut Vec<Change>,
+    ) {
+        let absent = self.absent_since(dir, name, true);
+        if absent.is_some_and(|t| t > at) {
+            return;
+        }
+        let Some(d) = self.dirs.get_mut(dir) else {
+            return;
+        };
+        let changed = match d.files.get(name) {
+            Some(old) if old.fetched_at > at => return,
+            // A key of a JSON secret never hides a real secret of the same name.
+            Some(old) if p.derived && !old.param.derived => return,
+            Some(old) => old.param.version != p.version,
+            None if d.files_at.max(d.empty_at).is_some_and(|t| t > at) => return,
+            None => true,
+        };
+        d.files.insert(
+            name.to_string(),
+            Arc::new(Cached {
+                param: p,
+                fetched_at: at,
+            }),
+        );
+        d.number(name, false);
+        self.clear_absent(dir, name, |a| &mut a.file);
+        self.seen(dir, at);
+        if changed {
+            self.bump(dir);
+            Self::file_changed(dir, name, changes);
+        }
+    }
+
+    /// A file in `dir` at `at` proves that `dir` and every directory above it existed then.
+    pub(super) fn seen(&mut self, dir: &str, at: Instant) {
+        let mut path = dir;
+        loop {
+            match self.dirs.get_mut(path) {
+                Some(d) if d.seen_at < at => d.seen_at = at,
+                _ => return,
+            }
+            if path.is_empty() {
+                return;
+            }
+            path = split(path).0;
+        }
+    }
+
+    pub(super) fn remove_file(
+        &mut self,
+        dir: &str,
+        name: &str,
+        at: Instant,
+        changes: &mut Vec<Change>,
+    ) {
+        let Some(d) = self.dirs.get_mut(dir) else {
+            return;
+        };
+        if d.files.get(name).is_none_or(|f| f.fetched_at > at) {
+            return;
+        }
+        d.files.remove(name);
+        self.removed.insert(join(dir, name));
+        self.bump(dir);
+        Self::file_changed(dir, name, changes);
+    }
+
+    /// Both names a parameter can be reached by, `name` and `name%`.
+    pub(super) fn file_changed(dir: &str, name: &str, changes: &mut Vec<Change>) {
+        for shown in [name.to_string(), format!("{name}{PARAM_SUFFIX}")] {
+            changes.push(Change {
+                dir: dir.to_string(),
+                name: shown,
+            });
+        }
+    }
+
+    pub(super) fn bump(&mut self, dir: &str) {
+        self.generations += 1;
+        if let Some(d) = self.dirs.get_mut(dir) {
+            d.generation = self.generations;
+        }
+    }
+
+    /// Drops the pinned versions and selectors of parameters this apply removed: a deleted
+    /// parameter keeps nothing in memory.
+    pub(super) fn finish_apply(&mut self) {
+        if self.removed.is_empty() {
+            return;
+        }
+        let removed = std::mem::take(&mut self.removed);
+        let still_there = |path: &String| {
+            let (dir, name) = split(path);
+            self.dirs
+                .get(dir)
+                .is_some_and(|d| d.files.contains_key(name))
+        };
+        let removed: HashSet<String> = removed.into_iter().filter(|p| !still_there(p)).collect();
+        if removed.is_empty() {
+            return;
+        }
+        let pinned: Vec<_> = self
+            .pinned
+            .iter()
+            .filter(|((path, _), _)| removed.contains(path))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in pinned {
+            self.pinned.pop(&key);
+        }
+        let selectors: Vec<_> = self
+            .selectors
+            .iter()
+            .filter(|((path, _), _)| removed.contains(path))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in selectors {
+            self.selectors.pop(&key);
+        }
+    }
+}
