@@ -29,12 +29,14 @@ impl<B: Backend> Fs<B> {
     /// Refreshes the subtree at `dir` (`""`: the whole mount, as SIGHUP does) and returns once
     /// the kernel's caches show the result. On failure the held values stay.
     pub async fn refresh(&self, dir: &str) -> Result<(), Error> {
-        self.fetch(Fetch::Sweep(dir.to_string()), Some(Instant::now()))
+        let asked = Instant::now();
+        self.fetch(Fetch::Sweep(dir.to_string()), Some(asked))
             .await?;
-        // Labels under the directory are asked again at their next lookup.
+        // Labels under the directory are asked again at their next lookup; what a label fetch
+        // that started before this refresh found is not kept.
         let invals = {
             let mut core = self.core.lock().unwrap();
-            let changes = core.tree.forget_selectors(dir);
+            let changes = core.tree.forget_selectors(dir, asked);
             Self::invals(&core, changes)
         };
         if let Some(inv) = self.invalidator.get() {

@@ -125,7 +125,12 @@ pub fn build(tree: &Tree, inodes: &Inodes, path: &str, stats_ino: u64) -> Listin
         kind: Kind::File,
         name: REFRESH.to_string(),
     });
-    for name in &dir.subdirs {
+    // A directory named like a control file cannot be reached: the control file answers.
+    let reachable = dir
+        .subdirs
+        .iter()
+        .filter(|name| !crate::names::is_control(name, path.is_empty()));
+    for name in reachable {
         entries.push(DirEntry {
             ino: inodes.ino_of(&Key::Dir(join(path, name))),
             offset: dir.cookie(name, true).expect("every entry is numbered"),

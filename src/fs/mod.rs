@@ -279,9 +279,19 @@ impl<B: Backend> Fs<B> {
     /// Hands the answer of a lookup to the kernel: the node is remembered and its reference
     /// counted under the same lock the plan was made under.
     fn hand_out(&self, core: &mut Core, target: Target) -> Result<Entry, Error> {
+        // A name through a label is good only as long as what the label resolved to.
+        let mut resolved = None;
         let node = match target {
             Target::Dir(path) => Node::Dir { path },
-            Target::File { dir, name, cached } => Node::File { dir, name, cached },
+            Target::File {
+                dir,
+                name,
+                cached,
+                resolved_at,
+            } => {
+                resolved = resolved_at.map(|at| (dir.clone(), at));
+                Node::File { dir, name, cached }
+            }
             Target::Refresh(dir) => Node::Refresh { dir },
             Target::Stats => {
                 let content = self.figures(&core.tree).to_json();
@@ -296,7 +306,11 @@ impl<B: Backend> Fs<B> {
             }
         };
         let ino = core.inodes.remember(node);
-        self.attr_of(core, ino)
+        let mut entry = self.attr_of(core, ino)?;
+        if let Some((dir, at)) = resolved {
+            entry.ttl = entry.ttl.min(self.remaining(&dir, at, Instant::now()));
+        }
+        Ok(entry)
     }
 
     /// Attributes of an inode the kernel holds, from memory: an inode is one version of a
@@ -328,7 +342,7 @@ impl<B: Backend> Fs<B> {
                     .tree
                     .dir(dir)
                     .and_then(|d| d.files.get(name))
-                    .filter(|c| c.param.version == cached.param.version)
+                    .filter(|c| c.same_version(&cached.param))
                     .map_or(cached.fetched_at, |c| c.fetched_at.max(cached.fetched_at));
                 Entry {
                     attr: self.file_attr(ino, cached),

@@ -8,6 +8,8 @@
 use std::ffi::OsStr;
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use super::inodes::{Ino, Inodes, Node};
 use super::refresher::Fetch;
 use super::tree::{join, Cached, Fresh, Tree};
@@ -38,6 +40,8 @@ pub enum Target {
         dir: String,
         name: String,
         cached: Arc<Cached>,
+        /// When the label that named this version was resolved (`name:label`).
+        resolved_at: Option<Instant>,
     },
     Refresh(String),
     Stats,
@@ -113,6 +117,7 @@ impl Planner<'_> {
             Some(None) => return Plan::Done(Err(Error::NotFound)),
             None => return Plan::Need(self.refresh_plan(tree, &path, name)),
         };
+        let mut resolved_at = None;
         let cached = match selector {
             None => current,
             Some(sel) => {
@@ -125,7 +130,10 @@ impl Planner<'_> {
                     _ => match tree.selector(&path, name, &key) {
                         // A version never changes; a label follows the max age, and so does
                         // a version that does not exist (yet).
-                        Some((Some(v), at)) if sel.is_version() || fresh.ok(at) => Some(v),
+                        Some((Some(v), at)) if sel.is_version() || fresh.ok(at) => {
+                            resolved_at = (!sel.is_version()).then_some(at);
+                            Some(v)
+                        }
                         Some((None, at)) if fresh.ok(at) => {
                             return Plan::Done(Err(Error::NotFound))
                         }
@@ -142,6 +150,7 @@ impl Planner<'_> {
             dir: path,
             name: name.to_string(),
             cached,
+            resolved_at,
         }))
     }
 

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::plan::Plan;
-use super::tree::{split, Change};
+use super::tree::{in_subtree, split, Change};
 use super::{Clock, Core, Fs, Inval};
 use crate::backend::{Backend, BackendError, Page, Param};
 use crate::error::Error;
@@ -128,12 +128,17 @@ impl<B: Backend> Fs<B> {
                     continue;
                 }
             }
-            if failed {
-                // Nothing usable is held and AWS failed: this cannot be answered.
+            if failed || (clock.stale_ok && self.backing_off().is_some()) {
+                // Nothing usable is held, and AWS failed or is being left alone after failing:
+                // this cannot be answered now.
                 if self.config.max_stale.is_some() {
                     self.warn_too_stale();
                 }
-                return Err(Error::Backend(last_err.expect("set on failure")));
+                let err = last_err
+                    .take()
+                    .or_else(|| self.backing_off())
+                    .unwrap_or_else(|| BackendError::Unavailable("AWS failed".to_string()));
+                return Err(Error::Backend(err));
             }
             let held = !clock.stale_ok && {
                 let core = self.core.lock().unwrap();
@@ -244,13 +249,20 @@ impl<B: Backend> Fs<B> {
                 let mut token = None;
                 loop {
                     let page = self.call_list(&full, true, token).await?;
+                    // Only what is strictly below `path` tells that it is a directory (a
+                    // listing may also return the parameter or secret named `path` itself).
+                    let below = page.params.iter().any(|p| {
+                        source
+                            .relative(&p.name)
+                            .is_some_and(|rel| rel != path && in_subtree(path, rel))
+                    });
                     let mut core = self.core.lock().unwrap();
                     core.tree.spent_on_single(split(path).0, 1);
-                    let changes = match (page.params.is_empty(), page.next_token) {
+                    let changes = match (below, page.next_token) {
                         // The whole subtree came in this page: it is a sweep.
                         (_, None) => core.tree.apply_sweep(path, page.params, source, at),
-                        (false, Some(_)) => core.tree.apply_seen(page.params, source, at),
-                        (true, Some(next)) => {
+                        (true, Some(_)) => core.tree.apply_seen(page.params, source, at),
+                        (false, Some(next)) => {
                             token = Some(next);
                             continue;
                         }

@@ -14,7 +14,9 @@
 //!   evidence of existence than a listing that missed it is kept, with everything newer below;
 //! - a directory is in `dirs` exactly while its parent lists it in `subdirs` (the root always is);
 //! - memory is bounded by the parameters under the source plus the capped caches; a version
-//!   dropped from memory is zeroized by its `Content`;
+//!   dropped from memory is zeroized by its `Content`. The one trade-off: an absence evicted
+//!   from its cache no longer blocks an older result that says otherwise, so a fetch slower
+//!   than 16,384 newer misses can bring back a name for one max age;
 //! - every change to what a name shows is reported as a [`Change`] for the kernel's caches.
 //!
 //! Nothing here knows inodes or the kernel: the planner reads the tree, and applying a fetch's
@@ -50,6 +52,14 @@ pub struct Cached {
     pub fetched_at: Instant,
 }
 
+impl Cached {
+    /// Whether two fetches brought the same version: SSM numbers versions from 1 again when a
+    /// parameter is deleted and made anew, so the modification time is part of its identity.
+    pub fn same_version(&self, other: &Param) -> bool {
+        self.param.version == other.version && self.param.modified == other.modified
+    }
+}
+
 #[derive(Debug)]
 pub struct Dir {
     pub files: BTreeMap<String, Arc<Cached>>,
@@ -70,7 +80,6 @@ pub struct Dir {
     /// name keeps its number for a while, so that if it comes back during a listing it is not
     /// shown twice.
     cookies: HashMap<(String, bool), u64>,
-    next_cookie: u64,
 }
 
 impl Dir {
@@ -85,7 +94,6 @@ impl Dir {
             single_calls: 0,
             generation: 0,
             cookies: HashMap::new(),
-            next_cookie: FIRST_COOKIE,
         }
     }
 
@@ -94,11 +102,13 @@ impl Dir {
         self.cookies.get(&(name.to_string(), is_dir)).copied()
     }
 
-    fn number(&mut self, name: &str, is_dir: bool) {
+    /// Numbers an entry from the tree's counter (`next`), which never goes back: a directory
+    /// removed and made anew while the kernel lists it keeps numbering upwards.
+    fn number(&mut self, name: &str, is_dir: bool, next: &mut u64) {
         let key = (name.to_string(), is_dir);
-        if !self.cookies.contains_key(&key) {
-            self.cookies.insert(key, self.next_cookie);
-            self.next_cookie += 1;
+        if let std::collections::hash_map::Entry::Vacant(e) = self.cookies.entry(key) {
+            e.insert(*next);
+            *next += 1;
         }
         let live = self.files.len() + self.subdirs.len();
         if self.cookies.len() > 2 * live + MAX_REMOVED_COOKIES {
@@ -146,6 +156,9 @@ impl Fresh {
 struct Absent {
     file: Option<Instant>,
     dir: Option<Instant>,
+    /// A directory removed by a listing older than what was known of its contents: its
+    /// `files_at` and `listed_at`, for the directory if it is made anew.
+    contents: Option<(Option<Instant>, Option<Instant>)>,
 }
 
 /// Joins a directory path and a name.
@@ -186,6 +199,11 @@ pub struct Tree {
     /// parameters it held. A group's refresh covers the groups below it, which are dropped.
     groups: BTreeMap<String, (Instant, usize)>,
     generations: u64,
+    /// The next listing offset to hand out, in any directory.
+    next_cookie: u64,
+    /// What selectors resolved to before this instant was forgotten by a forced refresh: an
+    /// older resolution landing later is not recorded.
+    selectors_floor: Option<Instant>,
     /// Paths of parameters removed by the apply in progress: their pinned versions go too.
     removed: HashSet<String>,
 }
@@ -202,6 +220,8 @@ impl Tree {
             selectors: LruCache::new(cap(MAX_SELECTORS)),
             groups: BTreeMap::new(),
             generations: 0,
+            next_cookie: FIRST_COOKIE,
+            selectors_floor: None,
             removed: HashSet::new(),
         }
     }

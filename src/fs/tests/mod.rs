@@ -726,3 +726,58 @@ mod bounds;
 mod interleavings;
 mod outages;
 mod races;
+
+/// A store whose listing of a path returns the entry named by the path itself first, in a page
+/// of its own with a token, as Secrets Manager's name-prefix filter can.
+struct SelfFirst(Arc<crate::backend::ApiCalls>);
+
+fn entry(name: &str) -> crate::backend::Param {
+    crate::backend::Param {
+        name: name.to_string(),
+        content: crate::content::Content::from(b"v".to_vec()),
+        version: "1".to_string(),
+        secret: true,
+        modified: std::time::SystemTime::UNIX_EPOCH,
+        xattrs: Vec::new(),
+        unreadable: None,
+        derived: false,
+    }
+}
+
+impl crate::backend::Backend for SelfFirst {
+    fn api_calls(&self) -> Arc<crate::backend::ApiCalls> {
+        self.0.clone()
+    }
+
+    async fn list(
+        &self,
+        path: &str,
+        _recursive: bool,
+        token: Option<String>,
+    ) -> Result<crate::backend::Page, BackendError> {
+        self.0.count(Op::ListSecrets);
+        Ok(match token {
+            None => crate::backend::Page {
+                params: vec![entry(path)],
+                next_token: Some("2".to_string()),
+            },
+            Some(_) => crate::backend::Page::default(),
+        })
+    }
+
+    async fn get(&self, name: &str) -> Result<Option<crate::backend::Param>, BackendError> {
+        self.0.count(Op::GetSecretValue);
+        Ok(Some(entry(name)))
+    }
+}
+
+/// Review finding: a probe whose first page held only the entry named by the path itself
+/// never settled whether the path is a directory, and the lookup ended in EIO.
+#[tokio::test]
+async fn a_probe_that_first_finds_the_path_itself_goes_on_paging() {
+    let calls = Arc::new(crate::backend::ApiCalls::default());
+    let fs = Fs::new(SelfFirst(calls.clone()), config("sm:prod/", LONG));
+    let entry = fs.lookup(ROOT, OsStr::new("db")).await.unwrap();
+    assert_eq!(entry.attr.kind, Kind::File);
+    assert!(calls.total() <= 3, "{} calls", calls.total());
+}

@@ -122,3 +122,46 @@ async fn durations_that_overflow_an_instant_do_not_panic() {
     b.fail_with(Some(BackendError::Unavailable("down".into())));
     assert_eq!(cat(&fs, "name").await.unwrap(), b"demo");
 }
+
+/// Review finding: a name through a label was handed out for as long as its version's fetch
+/// stayed valid, not as long as the label's resolution did.
+#[tokio::test(start_paused = true)]
+async fn a_label_is_handed_out_no_longer_than_its_resolution_holds() {
+    let b = sample();
+    b.put("/app/name", Str, "second");
+    b.label("/app/name", 2, "prod");
+    let fs = started(&b, "/app", Duration::from_secs(10)).await;
+    tokio::time::advance(Duration::from_secs(6)).await;
+    resolve(&fs, "name:prod").await.unwrap();
+    tokio::time::advance(Duration::from_secs(5)).await;
+    // The file expired and is fetched anew; the label, resolved 5 s ago, has 5 s left.
+    let entry = resolve(&fs, "name:prod").await.unwrap();
+    assert!(entry.ttl <= Duration::from_secs(5), "{:?}", entry.ttl);
+}
+
+#[tokio::test]
+async fn during_a_back_off_a_name_never_fetched_costs_no_call() {
+    let b = sample();
+    let fs = started(&b, "/app", LONG).await;
+    b.fail_with(Some(BackendError::Unavailable("down".into())));
+    assert!(resolve(&fs, "name:prod").await.is_err(), "AWS is down");
+    let calls = b.total_calls();
+    for i in 0..5 {
+        let err = resolve(&fs, &format!("name:label{i}")).await.unwrap_err();
+        assert_eq!(err.errno(), libc::EIO);
+    }
+    assert_eq!(b.total_calls(), calls, "no call while backing off");
+}
+
+#[tokio::test]
+async fn a_directory_named_like_a_control_file_is_not_listed() {
+    let b = sample();
+    b.put("/app/.refresh/x", Str, "v");
+    let fs = started(&b, "/app", LONG).await;
+    let names = ls(&fs, "").await;
+    assert_eq!(
+        names.iter().filter(|n| *n == ".refresh").count(),
+        1,
+        "{names:?}"
+    );
+}

@@ -49,7 +49,7 @@ impl Tree {
         }
         let mut changes = Vec::new();
         self.sweep(top, fresh, at, &mut changes);
-        self.finish_apply();
+        self.finish_apply(&mut changes);
         changes
     }
 
@@ -59,7 +59,7 @@ impl Tree {
         let mut changes = Vec::new();
         let fresh = BTreeMap::from([(path.to_string(), Listed::default())]);
         self.sweep(path, fresh, at, &mut changes);
-        self.finish_apply();
+        self.finish_apply(&mut changes);
         changes
     }
 
@@ -98,9 +98,7 @@ impl Tree {
             })
             .map(|(path, _)| path.clone())
             .collect();
-        for path in gone {
-            self.remove_dir(&path, changes);
-        }
+        self.remove_dirs(&gone, at, changes);
         // Directories with newer evidence of existence keep it and what is newer below them,
         // and lose what is older.
         let kept: Vec<String> = self
@@ -110,7 +108,7 @@ impl Tree {
             .cloned()
             .collect();
         for path in kept {
-            self.replace_contents(&path, Listed::default(), at, changes);
+            self.empty_before(&path, at, changes);
         }
         // Parents sort before their children, so a directory skipped here (something newer
         // knows it absent) takes its subtree with it.
@@ -161,7 +159,7 @@ impl Tree {
             d.files_at = Some(at);
         }
         self.bump(dir);
-        self.finish_apply();
+        self.finish_apply(&mut changes);
         changes
     }
 
@@ -178,7 +176,7 @@ impl Tree {
                 self.put_file(dir, name, p, at, &mut changes);
             }
         }
-        self.finish_apply();
+        self.finish_apply(&mut changes);
         changes
     }
 
@@ -202,7 +200,7 @@ impl Tree {
                 self.note_absent(dir, name, at, |a| &mut a.file);
             }
         }
-        self.finish_apply();
+        self.finish_apply(&mut changes);
         changes
     }
 
@@ -219,7 +217,9 @@ impl Tree {
         let path = join(dir, name);
         let key = (path.clone(), selector.to_string());
         let version = found.as_ref().map(|p| p.version.clone());
+        let too_old = self.selectors_floor.is_some_and(|floor| at < floor);
         match self.selectors.peek(&key) {
+            _ if too_old => {}
             Some((_, t)) if *t > at => return changes,
             Some((old, _)) if *old != version => {
                 // A label moved: its name now shows another version.
@@ -230,7 +230,9 @@ impl Tree {
             }
             _ => {}
         }
-        self.selectors.put(key, (version, at));
+        if !too_old {
+            self.selectors.put(key, (version, at));
+        }
         if let Some(p) = found {
             let cached = Arc::new(Cached {
                 param: p,
@@ -244,7 +246,10 @@ impl Tree {
 
     /// Forgets what labels and missing selectors at or below `top` resolved to, so that they are
     /// asked again (a forced refresh); pinned versions stay, as they cannot change.
-    pub fn forget_selectors(&mut self, top: &str) -> Vec<Change> {
+    pub fn forget_selectors(&mut self, top: &str, at: Instant) -> Vec<Change> {
+        if self.selectors_floor.is_none_or(|t| t < at) {
+            self.selectors_floor = Some(at);
+        }
         let forgotten: Vec<(String, String)> = self
             .selectors
             .iter()

@@ -6,9 +6,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::time::Instant;
 
-use super::{in_subtree, join, split, Absent, Cached, Change, Dir, Listed, Tree};
+use super::{join, split, Absent, Cached, Change, Dir, Listed, Tree};
 use crate::backend::Param;
-use crate::names::PARAM_SUFFIX;
+use crate::names::{PARAM_SUFFIX, SELECTOR};
 
 impl Tree {
     pub(super) fn note_absent(
@@ -36,7 +36,7 @@ impl Tree {
         let key = (dir.to_string(), name.to_string());
         if let Some(a) = self.absent.peek_mut(&key) {
             *field(a) = None;
-            if a.file.is_none() && a.dir.is_none() {
+            if a.file.is_none() && a.dir.is_none() && a.contents.is_none() {
                 self.absent.pop(&key);
             }
         }
@@ -98,11 +98,19 @@ impl Tree {
         }
         let mut dir = Dir::new(at);
         dir.empty_at = empty_at;
+        let key = (parent.to_string(), name.to_string());
+        if let Some((files_at, listed_at)) =
+            self.absent.peek_mut(&key).and_then(|a| a.contents.take())
+        {
+            // What was known of its contents when an older listing removed it still holds.
+            dir.files_at = files_at;
+            dir.listed_at = listed_at;
+        }
         self.dirs.insert(join(parent, name), dir);
         self.clear_absent(parent, name, |a| &mut a.dir);
         let p = self.dirs.get_mut(parent).expect("checked above");
         p.subdirs.insert(name.to_string());
-        p.number(name, true);
+        p.number(name, true, &mut self.next_cookie);
         if p.seen_at < at {
             p.seen_at = at;
         }
@@ -114,39 +122,66 @@ impl Tree {
         true
     }
 
-    /// Drops a directory and everything below it (all of it is older than `at`).
-    pub(super) fn remove_dir(&mut self, path: &str, changes: &mut Vec<Change>) {
-        if path.is_empty() {
-            return;
-        }
-        let below: Vec<String> = self
-            .dirs
-            .keys()
-            .filter(|d| in_subtree(path, d))
-            .cloned()
-            .collect();
-        for d in below {
-            if let Some(dir) = self.dirs.remove(&d) {
+    /// Drops directories and everything below them. `gone` is closed downwards (a directory's
+    /// subdirectories are in it too), so each is visited once.
+    /// What was known of their contents after `at` (a one-level listing newer than the listing
+    /// that removes them) is kept aside for a directory made anew.
+    pub(super) fn remove_dirs(&mut self, gone: &[String], at: Instant, changes: &mut Vec<Change>) {
+        let set: HashSet<&str> = gone.iter().map(String::as_str).collect();
+        for path in gone {
+            if path.is_empty() {
+                continue;
+            }
+            if let Some(dir) = self.dirs.remove(path) {
                 for name in dir.files.keys() {
-                    self.removed.insert(join(&d, name));
+                    self.removed.insert(join(path, name));
+                }
+                if dir.files_at.max(dir.listed_at).is_some_and(|t| t > at) {
+                    let (parent, name) = split(path);
+                    let key = (parent.to_string(), name.to_string());
+                    let entry = self.absent.get_or_insert_mut(key, Absent::default);
+                    entry.contents = Some((dir.files_at, dir.listed_at));
                 }
             }
-            self.groups.remove(&d);
+            self.groups.remove(path);
+            let (parent, name) = split(path);
+            if set.contains(parent) {
+                continue;
+            }
+            if let Some(p) = self.dirs.get_mut(parent) {
+                p.subdirs.remove(name);
+            }
+            self.bump(parent);
+            changes.push(Change {
+                dir: parent.to_string(),
+                name: name.to_string(),
+            });
+            // The name may have shown the parameter as `name%`; now it is `name` again.
+            changes.push(Change {
+                dir: parent.to_string(),
+                name: format!("{name}{PARAM_SUFFIX}"),
+            });
         }
-        let (parent, name) = split(path);
-        if let Some(p) = self.dirs.get_mut(parent) {
-            p.subdirs.remove(name);
+    }
+
+    /// A directory that a listing from `at` did not show, but that something newer saw: it was
+    /// empty at `at`, so what is older in it goes; its listing stamps stay its own.
+    pub(super) fn empty_before(&mut self, path: &str, at: Instant, changes: &mut Vec<Change>) {
+        let Some(d) = self.dirs.get_mut(path) else {
+            return;
+        };
+        if d.empty_at.is_none_or(|t| t < at) {
+            d.empty_at = Some(at);
         }
-        self.bump(parent);
-        changes.push(Change {
-            dir: parent.to_string(),
-            name: name.to_string(),
-        });
-        // The name may have shown the parameter as `name%`; now it is `name` again.
-        changes.push(Change {
-            dir: parent.to_string(),
-            name: format!("{name}{PARAM_SUFFIX}"),
-        });
+        let older: Vec<String> = d
+            .files
+            .iter()
+            .filter(|(_, f)| f.fetched_at <= at)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in older {
+            self.remove_file(path, &name, at, changes);
+        }
     }
 
     /// Replaces a directory's files with a listing from `at`, keeping whatever is newer than
@@ -206,7 +241,7 @@ impl Tree {
             Some(old) if old.fetched_at > at => return,
             // A key of a JSON secret never hides a real secret of the same name.
             Some(old) if p.derived && !old.param.derived => return,
-            Some(old) => old.param.version != p.version,
+            Some(old) => !old.same_version(&p),
             None if d.files_at.max(d.empty_at).is_some_and(|t| t > at) => return,
             None => true,
         };
@@ -217,7 +252,7 @@ impl Tree {
                 fetched_at: at,
             }),
         );
-        d.number(name, false);
+        d.number(name, false, &mut self.next_cookie);
         self.clear_absent(dir, name, |a| &mut a.file);
         self.seen(dir, at);
         if changed {
@@ -279,7 +314,7 @@ impl Tree {
 
     /// Drops the pinned versions and selectors of parameters this apply removed: a deleted
     /// parameter keeps nothing in memory.
-    pub(super) fn finish_apply(&mut self) {
+    pub(super) fn finish_apply(&mut self, changes: &mut Vec<Change>) {
         if self.removed.is_empty() {
             return;
         }
@@ -311,6 +346,12 @@ impl Tree {
             .collect();
         for key in selectors {
             self.selectors.pop(&key);
+            // The kernel may hold `name:label`: it names nothing now.
+            let (dir, name) = split(&key.0);
+            changes.push(Change {
+                dir: dir.to_string(),
+                name: format!("{name}{SELECTOR}{}", key.1),
+            });
         }
     }
 }

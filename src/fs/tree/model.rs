@@ -175,6 +175,9 @@ proptest! {
                     .get(path)
                     .filter(|k| truths[**k].contains(path))
                     .map(|k| k.to_string());
+                let any_age = Fresh { after: None, since: at(TRUTHS) };
+                let known_absent = matches!(tree.file(dir, name, any_age), Some(None));
+                prop_assert!(!(known_absent && expected.is_some()), "{} said absent after {:?}", path, fetch);
                 prop_assert_eq!(held, expected, "{} after {:?}", path, fetch);
             }
         }

@@ -135,3 +135,78 @@ fn names_found_absent_are_capped() {
     }
     assert_eq!(tree.cache_sizes().0, MAX_NEGATIVE);
 }
+
+/// Review finding: a directory kept because something newer saw it took the older sweep's
+/// listing stamp, so names created meanwhile read as absent.
+#[test]
+fn a_directory_kept_from_an_older_sweep_is_not_marked_listed() {
+    let source: Source = "/app".parse().unwrap();
+    let t1 = Instant::now();
+    let t2 = t1 + Duration::from_secs(1);
+    let mut tree = Tree::new(t1);
+    tree.apply_get("a", "x", Some(param("/app/a/x", "v", false)), t2);
+    tree.apply_sweep("", vec![param("/app/r", "v", false)], &source, t1);
+    let a = tree.dir("a").expect("kept: seen at t2");
+    assert_eq!((a.listed_at, a.files_at), (None, None));
+    assert!(
+        tree.file("a", "y", any_age()).is_none(),
+        "a/y is unknown, not absent"
+    );
+    assert!(tree.file("a", "x", any_age()).unwrap().is_some());
+}
+
+/// Review finding: a parameter deleted and made anew restarts at version 1; it is a change.
+#[test]
+fn a_parameter_made_anew_at_the_same_version_is_a_change() {
+    let source: Source = "/app".parse().unwrap();
+    let t0 = Instant::now();
+    let mut tree = Tree::new(t0);
+    tree.apply_sweep("", vec![param("/app/a", "old", false)], &source, t0);
+    let mut anew = param("/app/a", "new", false);
+    anew.modified += Duration::from_secs(60);
+    let changes = tree.apply_sweep("", vec![anew], &source, t0 + Duration::from_secs(1));
+    assert!(changes.iter().any(|c| c.dir.is_empty() && c.name == "a"));
+    let a = tree.file("", "a", any_age()).unwrap().unwrap();
+    assert_eq!(a.param.content.as_bytes(), b"new");
+}
+
+#[test]
+fn a_deleted_parameter_invalidates_its_selector_names() {
+    let source: Source = "/app".parse().unwrap();
+    let t0 = Instant::now();
+    let mut tree = Tree::new(t0);
+    tree.apply_sweep("", vec![param("/app/a", "v", false)], &source, t0);
+    tree.apply_pinned("", "a", "prod", Some(param("/app/a", "v", false)), t0);
+    let changes = tree.apply_sweep("", Vec::new(), &source, t0 + Duration::from_secs(1));
+    assert!(changes.iter().any(|c| c.name == "a:prod"), "{changes:?}");
+}
+
+#[test]
+fn a_label_fetch_older_than_a_forced_refresh_is_not_kept() {
+    let t0 = Instant::now();
+    let t1 = t0 + Duration::from_secs(1);
+    let mut tree = Tree::new(t0);
+    tree.forget_selectors("", t1);
+    tree.apply_pinned("", "a", "prod", Some(param("/app/a", "v", false)), t0);
+    assert!(tree.selector("", "a", "prod").is_none());
+    tree.apply_pinned("", "a", "prod", Some(param("/app/a", "v", false)), t1);
+    assert!(tree.selector("", "a", "prod").is_some());
+}
+
+#[test]
+fn a_directory_made_anew_numbers_its_entries_after_everything_before() {
+    let source: Source = "/app".parse().unwrap();
+    let t0 = Instant::now();
+    let mut tree = Tree::new(t0);
+    tree.apply_sweep("a", vec![param("/app/a/x", "v", false)], &source, t0);
+    let before = tree.dir("a").unwrap().cookie("x", false).unwrap();
+    tree.apply_sweep("a", Vec::new(), &source, t0 + Duration::from_secs(1));
+    tree.apply_sweep(
+        "a",
+        vec![param("/app/a/y", "v", false)],
+        &source,
+        t0 + Duration::from_secs(2),
+    );
+    let after = tree.dir("a").unwrap().cookie("y", false).unwrap();
+    assert!(after > before, "a listing in progress never goes back");
+}
