@@ -57,7 +57,7 @@ pub struct SecretsBackend {
     held: Mutex<Held>,
     /// (secret, error code) already reported, so that each problem is logged once (up to
     /// `MAX_REPORTED` remembered; past that the oldest may be reported again).
-    reported: Mutex<lru::LruCache<(String, String), ()>>,
+    reported: Mutex<crate::capped::Capped<(String, String), ()>>,
 }
 
 impl SecretsBackend {
@@ -67,9 +67,7 @@ impl SecretsBackend {
             calls,
             expand_json,
             held: Mutex::new(Held::new(MAX_HELD)),
-            reported: Mutex::new(lru::LruCache::new(
-                std::num::NonZeroUsize::new(MAX_REPORTED).expect("positive"),
-            )),
+            reported: Mutex::new(crate::capped::Capped::new(MAX_REPORTED)),
         }
     }
 

@@ -146,7 +146,15 @@ pub fn build(tree: &Tree, inodes: &Inodes, path: &str, stats_ino: u64) -> Listin
             name: tree.shown_name(path, name),
         });
     }
-    entries[fixed..].sort_by_key(|e| e.offset);
+    let named = &mut entries[fixed..];
+    named.sort_by(|a, b| (a.offset, &a.name).cmp(&(b.offset, &b.name)));
+    // Two names whose hashes met share a number: the later takes the next, so offsets stay
+    // distinct (and stable while neither changes).
+    for i in 1..named.len() {
+        if named[i].offset <= named[i - 1].offset {
+            named[i].offset = named[i - 1].offset + 1;
+        }
+    }
     Listing { entries }
 }
 

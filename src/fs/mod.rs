@@ -26,7 +26,6 @@
 //! - every change a fetch makes to what a path shows is sent to the kernel as an invalidation.
 
 use std::ffi::OsStr;
-use std::num::NonZeroUsize;
 use std::sync::{Arc, OnceLock, Weak};
 
 use crate::sync::Mutex;
@@ -34,9 +33,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use lru::LruCache;
-
 use crate::backend::{Backend, BackendError};
+use crate::capped::Capped;
 use crate::error::Error;
 use crate::flight::Flights;
 use crate::names::Source;
@@ -164,7 +162,7 @@ struct Core {
     tree: Tree,
     inodes: Inodes,
     /// Listings by directory path, with the directory generation each was built from.
-    listings: LruCache<String, (u64, Arc<Listing>)>,
+    listings: Capped<String, (u64, Arc<Listing>)>,
     /// `.stats` snapshots made so far: each lookup makes one.
     snapshots: u64,
 }
@@ -194,7 +192,7 @@ impl<B: Backend> Fs<B> {
             core: Mutex::new(Core {
                 tree: Tree::new(Instant::now()),
                 inodes: Inodes::new(),
-                listings: LruCache::new(NonZeroUsize::new(MAX_LISTINGS).expect("positive")),
+                listings: Capped::new(MAX_LISTINGS),
                 snapshots: 0,
             }),
             flights: Flights::default(),
@@ -426,7 +424,7 @@ impl<B: Backend> Fs<B> {
     /// The listing of a directory the tree holds, built anew only when it changed.
     fn listing(&self, core: &mut Core, path: &str) -> Arc<Listing> {
         let generation = core.tree.dir(path).map_or(0, |d| d.generation);
-        if let Some((built, listing)) = core.listings.get(path) {
+        if let Some((built, listing)) = core.listings.get(&path.to_string()) {
             if *built == generation {
                 return listing.clone();
             }

@@ -23,13 +23,12 @@
 //! result is the only thing that changes it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::num::NonZeroUsize;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use tokio::time::Instant;
 
-use lru::LruCache;
-
 use crate::backend::Param;
+use crate::capped::Capped;
 use crate::names::PARAM_SUFFIX;
 
 /// Names confirmed absent, kept at most: a bound on memory against a client probing endless
@@ -75,11 +74,11 @@ pub struct Dir {
     pub single_calls: u32,
     /// Moves on whenever what a listing of this directory shows may have changed.
     pub generation: u64,
-    /// Where each entry stands in listings, by (name, is a directory): numbered in order of
-    /// first appearance, so a listing in progress shows new names after the old ones. A removed
-    /// name keeps its number for a while, so that if it comes back during a listing it is not
-    /// shown twice.
-    cookies: HashMap<(String, bool), u64>,
+    /// Where each entry stands in listings, by a hash of (name, is a directory): numbered in
+    /// order of first appearance, so a listing in progress shows new names after the old ones.
+    /// A removed name keeps its number for a while, so that if it comes back during a listing
+    /// it is not shown twice. (Keyed by hash to keep no second copy of every name.)
+    cookies: HashMap<u64, u64>,
 }
 
 impl Dir {
@@ -99,29 +98,35 @@ impl Dir {
 
     /// The listing offset of an entry (see `cookies`).
     pub fn cookie(&self, name: &str, is_dir: bool) -> Option<u64> {
-        self.cookies.get(&(name.to_string(), is_dir)).copied()
+        self.cookies.get(&entry_hash(name, is_dir)).copied()
     }
 
     /// Numbers an entry from the tree's counter (`next`), which never goes back: a directory
     /// removed and made anew while the kernel lists it keeps numbering upwards.
     fn number(&mut self, name: &str, is_dir: bool, next: &mut u64) {
-        let key = (name.to_string(), is_dir);
-        if let std::collections::hash_map::Entry::Vacant(e) = self.cookies.entry(key) {
+        if let std::collections::hash_map::Entry::Vacant(e) =
+            self.cookies.entry(entry_hash(name, is_dir))
+        {
             e.insert(*next);
             *next += 1;
         }
         let live = self.files.len() + self.subdirs.len();
         if self.cookies.len() > 2 * live + MAX_REMOVED_COOKIES {
-            let (files, subdirs) = (&self.files, &self.subdirs);
-            self.cookies.retain(|(name, is_dir), _| {
-                if *is_dir {
-                    subdirs.contains(name)
-                } else {
-                    files.contains_key(name)
-                }
-            });
+            let live: HashSet<u64> = self
+                .files
+                .keys()
+                .map(|n| entry_hash(n, false))
+                .chain(self.subdirs.iter().map(|n| entry_hash(n, true)))
+                .collect();
+            self.cookies.retain(|h, _| live.contains(h));
         }
     }
+}
+
+fn entry_hash(name: &str, is_dir: bool) -> u64 {
+    let mut h = DefaultHasher::new();
+    (name, is_dir).hash(&mut h);
+    h.finish()
 }
 
 /// A name whose meaning changed: in directory `dir`, `name` shows something else now.
@@ -189,12 +194,12 @@ struct Listed {
 
 pub struct Tree {
     dirs: HashMap<String, Dir>,
-    absent: LruCache<(String, String), Absent>,
+    absent: Capped<(String, String), Absent>,
     /// Versions fetched through a selector, by (path, version). A version never changes.
-    pinned: LruCache<(String, String), Arc<Cached>>,
+    pinned: Capped<(String, String), Arc<Cached>>,
     /// What each selector resolved to, by (path, selector), and when: a version, or `None` for
     /// a version or label that does not exist.
-    selectors: LruCache<(String, String), (Option<String>, Instant)>,
+    selectors: Capped<(String, String), (Option<String>, Instant)>,
     /// Directories whose whole listing was fetched, by path: when last, and how many
     /// parameters it held. A group's refresh covers the groups below it, which are dropped.
     groups: BTreeMap<String, (Instant, usize)>,
@@ -210,14 +215,13 @@ pub struct Tree {
 
 impl Tree {
     pub fn new(now: Instant) -> Tree {
-        let cap = |n| NonZeroUsize::new(n).expect("caps are positive");
         let mut dirs = HashMap::new();
         dirs.insert(String::new(), Dir::new(now));
         Tree {
             dirs,
-            absent: LruCache::new(cap(MAX_NEGATIVE)),
-            pinned: LruCache::new(cap(MAX_PINNED)),
-            selectors: LruCache::new(cap(MAX_SELECTORS)),
+            absent: Capped::new(MAX_NEGATIVE),
+            pinned: Capped::new(MAX_PINNED),
+            selectors: Capped::new(MAX_SELECTORS),
             groups: BTreeMap::new(),
             generations: 0,
             next_cookie: FIRST_COOKIE,
