@@ -2,8 +2,11 @@
 //!
 //! Promises: while a fetch for a key is running, every other caller for that key waits for its
 //! result instead of starting another; a caller that needs data newer than a running fetch (a
-//! forced refresh) waits for it to end and then starts its own.
+//! forced refresh) waits for it to end and then starts its own; a caller that decided to fetch
+//! from what it saw before a fetch of that key ended (it read [`Flights::endings`] first) gets
+//! that fetch's result and makes no call, so a crowd that planned together fetches once.
 
+use crate::capped::Capped;
 use crate::sync::Mutex;
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -15,30 +18,64 @@ type Outcome<E> = Option<Result<(), E>>;
 /// A running fetch: when it started, and where its outcome will appear.
 type Running<E> = (Instant, watch::Receiver<Outcome<E>>);
 
-pub struct Flights<K, E> {
-    running: Mutex<HashMap<K, Running<E>>>,
+/// Good fetches remembered as ended, at most: a caller whose key was forgotten fetches again.
+const MAX_DONE: usize = 4096;
+
+struct State<K: Hash + Eq, E> {
+    running: HashMap<K, Running<E>>,
+    /// How many good fetches have ended, in all.
+    endings: u64,
+    /// The last good fetch of each key: the value of `endings` it made, and when it started.
+    done: Capped<K, (u64, Instant)>,
+}
+
+pub struct Flights<K: Hash + Eq, E> {
+    state: Mutex<State<K, E>>,
 }
 
 impl<K: Clone + Eq + Hash, E: Clone> Default for Flights<K, E> {
     fn default() -> Self {
         Flights {
-            running: Mutex::new(HashMap::new()),
+            state: Mutex::new(State {
+                running: HashMap::new(),
+                endings: 0,
+                done: Capped::new(MAX_DONE),
+            }),
         }
     }
 }
 
 impl<K: Clone + Eq + Hash, E: Clone> Flights<K, E> {
+    /// How many good fetches have ended so far: read it before deciding to fetch, and pass it
+    /// to [`Flights::run`].
+    pub fn endings(&self) -> u64 {
+        self.state.lock().unwrap().endings
+    }
+
     /// Runs `work` for `key` unless a fetch for it that started at or after `not_before` is
-    /// already running, in which case its result is shared. `not_before: None` joins any.
+    /// already running, in which case its result is shared (`not_before: None` joins any), or
+    /// a good fetch of `key` ended after the caller read `seen` from [`Flights::endings`].
     /// Returns when the fetch whose result was used started.
-    pub async fn run<F>(&self, key: K, not_before: Option<Instant>, work: F) -> Result<Instant, E>
+    pub async fn run<F>(
+        &self,
+        key: K,
+        not_before: Option<Instant>,
+        seen: Option<u64>,
+        work: F,
+    ) -> Result<Instant, E>
     where
         F: std::future::Future<Output = Result<(), E>>,
     {
         let mut work = Some(work);
         loop {
             let (tx, mut rx) = {
-                let mut running = self.running.lock().unwrap();
+                let mut state = self.state.lock().unwrap();
+                if let (Some(seen), Some((ended, started))) = (seen, state.done.peek(&key)) {
+                    if *ended > seen && not_before.is_none_or(|t| *started >= t) {
+                        return Ok(*started);
+                    }
+                }
+                let running = &mut state.running;
                 match running.get(&key) {
                     Some((started, rx)) => (None, (*started, rx.clone())),
                     None => {
@@ -65,6 +102,13 @@ impl<K: Clone + Eq + Hash, E: Clone> Flights<K, E> {
                 key: &key,
             };
             let result = work.take().expect("work runs once").await;
+            if result.is_ok() {
+                // Recorded before the fetch stops running, so that a caller sees one or the other.
+                let mut state = self.state.lock().unwrap();
+                state.endings += 1;
+                let ended = state.endings;
+                state.done.put(key.clone(), (ended, rx.0));
+            }
             drop(guard);
             let _ = tx.send(Some(result.clone()));
             return result.map(|()| rx.0);
@@ -79,7 +123,7 @@ struct Leader<'a, K: Clone + Eq + Hash, E> {
 
 impl<K: Clone + Eq + Hash, E> Drop for Leader<'_, K, E> {
     fn drop(&mut self) {
-        self.flights.running.lock().unwrap().remove(self.key);
+        self.flights.state.lock().unwrap().running.remove(self.key);
     }
 }
 
@@ -116,7 +160,7 @@ mod tests {
                     flights.clone(),
                     held_work(&runs, &release, Err("no".into())),
                 );
-                tokio::spawn(async move { flights.run("k", None, work).await })
+                tokio::spawn(async move { flights.run("k", None, None, work).await })
             })
             .collect();
         while runs.load(SeqCst) == 0 {
@@ -138,7 +182,7 @@ mod tests {
         let (runs, release) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
         let first = {
             let (flights, work) = (flights.clone(), held_work(&runs, &release, Ok(())));
-            tokio::spawn(async move { flights.run("k", None, work).await })
+            tokio::spawn(async move { flights.run("k", None, None, work).await })
         };
         while runs.load(SeqCst) == 0 {
             tokio::task::yield_now().await;
@@ -146,7 +190,7 @@ mod tests {
         let asked = Instant::now();
         let forced = {
             let (flights, work) = (flights.clone(), held_work(&runs, &release, Ok(())));
-            tokio::spawn(async move { flights.run("k", Some(asked), work).await })
+            tokio::spawn(async move { flights.run("k", Some(asked), None, work).await })
         };
         release.notify_one();
         let first_started = first.await.unwrap().unwrap();
@@ -165,14 +209,14 @@ mod tests {
         let (runs, release) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
         let leader = {
             let (flights, work) = (flights.clone(), held_work(&runs, &release, Ok(())));
-            tokio::spawn(async move { flights.run("k", None, work).await })
+            tokio::spawn(async move { flights.run("k", None, None, work).await })
         };
         while runs.load(SeqCst) == 0 {
             tokio::task::yield_now().await;
         }
         let follower = {
             let (flights, work) = (flights.clone(), held_work(&runs, &release, Ok(())));
-            tokio::spawn(async move { flights.run("k", None, work).await })
+            tokio::spawn(async move { flights.run("k", None, None, work).await })
         };
         tokio::task::yield_now().await;
         leader.abort();
@@ -215,7 +259,7 @@ mod shuttle_tests {
                                 running.fetch_sub(1, SeqCst);
                                 Ok(())
                             };
-                            let started = flights.run(0, not_before, work).await.unwrap();
+                            let started = flights.run(0, not_before, None, work).await.unwrap();
                             if not_before.is_some() {
                                 assert!(started >= asked);
                             }

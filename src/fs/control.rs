@@ -30,7 +30,7 @@ impl<B: Backend> Fs<B> {
     /// the kernel's caches show the result. On failure the held values stay.
     pub async fn refresh(&self, dir: &str) -> Result<(), Error> {
         let asked = Instant::now();
-        self.fetch(Fetch::Sweep(dir.to_string()), Some(asked))
+        self.fetch(Fetch::Sweep(dir.to_string()), Some(asked), None)
             .await?;
         // Labels under the directory are asked again at their next lookup; what a label fetch
         // that started before this refresh found is not kept.

@@ -23,10 +23,10 @@ use crate::names::{Name, Selector, STATS};
 /// a few names in a large tree, listing is cheapest for many names in one directory, and this
 /// bounds the cost of guessing wrong (the rule of renting skis until their price is spent).
 const LIST_AFTER: u32 = 20;
-/// A directory whose known subtree fits in this many parameters (two pages) is swept whole when
-/// any name in it needs refreshing: that costs no more calls than a probe and a one-level
-/// listing, and refreshes every name in it at once.
-const SMALL_SUBTREE: usize = 20;
+/// A directory listed before whose known subtree fits in this many parameters (ten pages) is
+/// swept whole when any name in it needs refreshing: every name in it is then fresh at once, so
+/// a crowd of readers of an expired directory costs one refresh of it, not a call per name.
+const SMALL_SUBTREE: usize = 100;
 
 pub enum Plan<T> {
     Done(Result<T, Error>),
@@ -94,6 +94,11 @@ impl Planner<'_> {
                     Some(false)
                 };
                 match is_dir {
+                    // A known directory, listed before and small: its own sweep says whether it
+                    // still exists and refreshes everything in it.
+                    None if tree.dir(&child).is_some() && tree.is_small(&child, SMALL_SUBTREE) => {
+                        return Plan::Need(Fetch::Sweep(child))
+                    }
                     None if self.sweep_instead(tree, &path) => {
                         return Plan::Need(Fetch::Sweep(path))
                     }

@@ -104,6 +104,8 @@ impl<B: Backend> Fs<B> {
         let mut failed = false;
         let mut last_err = None;
         for _ in 0..MAX_ROUNDS {
+            // Read before planning: a fetch that ends after this brings what the plan lacked.
+            let seen = self.flights.endings();
             let need = {
                 let mut core = self.core.lock().unwrap();
                 match plan(self, &core, clock) {
@@ -155,7 +157,7 @@ impl<B: Backend> Fs<B> {
                     .me
                     .upgrade()
                     .expect("the filesystem outlives its requests");
-                let refresh = tokio::spawn(async move { me.fetch(need, None).await });
+                let refresh = tokio::spawn(async move { me.fetch(need, None, Some(seen)).await });
                 match tokio::time::timeout(REFRESH_WAIT, refresh).await {
                     Ok(joined) => joined.unwrap_or_else(|e| {
                         Err(BackendError::Other(format!("refresh task failed: {e}")))
@@ -166,7 +168,7 @@ impl<B: Backend> Fs<B> {
                     }
                 }
             } else {
-                self.fetch(need, None).await
+                self.fetch(need, None, Some(seen)).await
             };
             match fetched_now {
                 Ok(started) => {
@@ -195,9 +197,10 @@ impl<B: Backend> Fs<B> {
         &self,
         fetch: Fetch,
         not_before: Option<Instant>,
+        seen: Option<u64>,
     ) -> Result<Instant, BackendError> {
         self.flights
-            .run(fetch.clone(), not_before, async {
+            .run(fetch.clone(), not_before, seen, async {
                 Stats::bump(&self.stats.refreshes);
                 debug!(?fetch, "fetching");
                 let at = Instant::now();

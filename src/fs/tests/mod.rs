@@ -726,6 +726,7 @@ mod bounds;
 mod interleavings;
 mod outages;
 mod races;
+mod storms;
 
 /// A store whose listing of a path returns the entry named by the path itself first, in a page
 /// of its own with a token, as Secrets Manager's name-prefix filter can.
