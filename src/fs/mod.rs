@@ -180,6 +180,8 @@ pub struct Fs<B> {
     /// One line on what the mount last did (a group refreshed, an outage), for systemd's STATUS=.
     status: tokio::sync::watch::Sender<String>,
     mounted_at: SystemTime,
+    /// Where background refreshes run (refresh ahead, from the FUSE threads).
+    runtime: OnceLock<tokio::runtime::Handle>,
 }
 
 impl<B: Backend> Fs<B> {
@@ -201,7 +203,15 @@ impl<B: Backend> Fs<B> {
             stats,
             status: tokio::sync::watch::Sender::new(String::new()),
             mounted_at: SystemTime::now(),
+            runtime: tokio::runtime::Handle::try_current()
+                .map(OnceLock::from)
+                .unwrap_or_default(),
         })
+    }
+
+    /// The runtime background refreshes run on, for a filesystem made outside of it.
+    pub fn set_runtime(&self, rt: tokio::runtime::Handle) {
+        let _ = self.runtime.set(rt);
     }
 
     pub fn stats(&self) -> &Stats {
@@ -253,7 +263,9 @@ impl<B: Backend> Fs<B> {
         match plan {
             Plan::Done(result) => {
                 Stats::bump(&self.stats.hits);
-                Some(result.and_then(|target| self.hand_out(&mut core, target)))
+                let entry = result.and_then(|target| self.hand_out(&mut core, target));
+                self.ahead_if_due(&core, parent, name, &entry);
+                Some(entry)
             }
             Plan::Need(_) => None,
         }
@@ -262,9 +274,30 @@ impl<B: Backend> Fs<B> {
     pub async fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Entry, Error> {
         self.answer(
             |fs, core, clock| fs.plan_lookup(core, parent, name, clock),
-            |fs, core, target| fs.hand_out(core, target),
+            |fs, core, target| {
+                let entry = fs.hand_out(core, target);
+                fs.ahead_if_due(core, parent, name, &entry);
+                entry
+            },
         )
         .await
+    }
+
+    /// Starts refreshing ahead (see the refresher) when the kernel's copy of an answer lasts
+    /// no longer than the last fifth of its max age.
+    fn ahead_if_due(&self, core: &Core, parent: Ino, name: &OsStr, entry: &Result<Entry, Error>) {
+        // Control files never expire, and `.stats` is never kept.
+        let Ok(entry) = entry else { return };
+        if entry.ttl.is_zero() || entry.ttl >= STATIC_TTL {
+            return;
+        }
+        let window = match core.inodes.node(parent) {
+            Some(Node::Dir { path }) => self.config.max_age_of(path) / 5,
+            _ => return,
+        };
+        if entry.ttl <= window {
+            self.refresh_ahead(core, parent, name);
+        }
     }
 
     fn plan_lookup(&self, core: &Core, parent: Ino, name: &OsStr, clock: Clock) -> Plan<Target> {
@@ -326,7 +359,7 @@ impl<B: Backend> Fs<B> {
                 // kernel was told its name is gone.
                 let ttl = match core.tree.dir(path) {
                     Some(_) if path.is_empty() => STATIC_TTL,
-                    Some(d) => self.remaining(path, d.seen_at, now),
+                    Some(d) => self.kernel_ttl(path, d.seen_at, now),
                     None => Duration::ZERO,
                 };
                 Entry {
@@ -344,7 +377,7 @@ impl<B: Backend> Fs<B> {
                     .map_or(cached.fetched_at, |c| c.fetched_at.max(cached.fetched_at));
                 Entry {
                     attr: self.file_attr(ino, cached),
-                    ttl: self.remaining(dir, fetched_at, now),
+                    ttl: self.kernel_ttl(dir, fetched_at, now),
                 }
             }
             Node::Refresh { .. } => Entry {
@@ -460,6 +493,19 @@ impl<B: Backend> Fs<B> {
     /// How many inodes the kernel holds, the root included (for tests and `.stats`).
     pub fn held_inodes(&self) -> usize {
         self.core.lock().unwrap().inodes.len()
+    }
+
+    /// How long the kernel may keep knowledge from `at` about directory `dir`: until the last
+    /// fifth of its validity, when the kernel asks again and the name is refreshed ahead (then
+    /// for the rest of it).
+    fn kernel_ttl(&self, dir: &str, at: Instant, now: Instant) -> Duration {
+        let remaining = self.remaining(dir, at, now);
+        let window = self.config.max_age_of(dir) / 5;
+        if remaining > window {
+            remaining - window
+        } else {
+            remaining
+        }
     }
 
     /// How long knowledge from `at` about directory `dir` stays valid after `now`.

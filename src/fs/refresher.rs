@@ -22,10 +22,11 @@ use tracing::{debug, info, warn};
 
 use super::plan::Plan;
 use super::tree::{in_subtree, split, Change};
-use super::{Clock, Core, Fs, Inval};
+use super::{Clock, Core, Fs, Ino, Inval};
 use crate::backend::{Backend, BackendError, Page, Param};
 use crate::error::Error;
 use crate::stats::Stats;
+use std::ffi::OsStr;
 
 /// First pause after a transient failure before AWS is tried again; it doubles up to
 /// `MAX_BACKOFF`. Short, because a value must not stay stale long once AWS answers again.
@@ -35,8 +36,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const MAX_ROUNDS: usize = 8;
 /// How long a request waits for a refresh when a value of any age is held: AWS answers well
 /// within it, so values stay within max-age; a slow AWS costs readers this much at most, and
-/// the refresh goes on in the background and is applied when it lands.
-pub const REFRESH_WAIT: Duration = Duration::from_millis(250);
+/// the refresh goes on in the background and is applied when it lands. While a fetch has been
+/// running longer than this, no request waits at all, so the lookups and read of one `open`
+/// wait once at most.
+pub const REFRESH_WAIT: Duration = Duration::from_millis(80);
 
 /// The fetches the core makes, each keyed for single-flight.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -152,13 +155,18 @@ impl<B: Backend> Fs<B> {
             };
             let fetched_now = if held {
                 // Something is held: wait for the refresh only briefly, in a task of its own so
-                // that it goes on if the wait ends first.
+                // that it goes on if the wait ends first; not at all while AWS is slow.
                 let me = self
                     .me
                     .upgrade()
                     .expect("the filesystem outlives its requests");
+                let slow = self
+                    .flights
+                    .oldest_running()
+                    .is_some_and(|started| started.elapsed() >= REFRESH_WAIT);
                 let refresh = tokio::spawn(async move { me.fetch(need, None, Some(seen)).await });
-                match tokio::time::timeout(REFRESH_WAIT, refresh).await {
+                let wait = if slow { Duration::ZERO } else { REFRESH_WAIT };
+                match tokio::time::timeout(wait, refresh).await {
                     Ok(joined) => joined.unwrap_or_else(|e| {
                         Err(BackendError::Other(format!("refresh task failed: {e}")))
                     }),
@@ -215,6 +223,40 @@ impl<B: Backend> Fs<B> {
                 Ok(())
             })
             .await
+    }
+
+    /// Refresh ahead: a name the kernel asks about in the last fifth of its max age is answered
+    /// at once, and what would refresh it then is fetched now, in the background. A value in
+    /// steady use is so refreshed before it expires, and its readers never wait.
+    pub(super) fn refresh_ahead(&self, core: &Core, parent: Ino, name: &OsStr) {
+        let Some(super::inodes::Node::Dir { path }) = core.inodes.node(parent) else {
+            return;
+        };
+        let shift = self.config.max_age_of(path) / 5;
+        if shift.is_zero() {
+            return;
+        }
+        // Just past the window, so that what expires at its very end counts as expiring.
+        let Some(later) = Instant::now().checked_add(shift + Duration::from_millis(1)) else {
+            return;
+        };
+        let seen = self.flights.endings();
+        let clock = Clock {
+            start: later,
+            since: later,
+            stale_ok: false,
+            max_stale: self.config.max_stale,
+        };
+        let Plan::Need(fetch) = self.plan_lookup(core, parent, name, clock) else {
+            return;
+        };
+        let (Some(rt), Some(me)) = (self.runtime.get(), self.me.upgrade()) else {
+            return;
+        };
+        debug!(?fetch, "refreshing ahead");
+        rt.spawn(async move {
+            let _ = me.fetch(fetch, None, Some(seen)).await;
+        });
     }
 
     /// The kernel's view of changes: a name in a directory the kernel holds.

@@ -220,6 +220,7 @@ fn serve<B: Backend>(
 ) -> Result<(), String> {
     let source = config.source.clone();
     let fs = Fs::new(backend, config);
+    fs.set_runtime(rt.handle().clone());
     rt.block_on(fs.check_source())
         .map_err(|e| startup_error(&e, &source, sdk))?;
 

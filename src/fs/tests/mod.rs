@@ -721,6 +721,7 @@ async fn max_stale_bounds_what_an_outage_serves() {
     assert_eq!(cat(&lenient, "name").await.unwrap(), b"demo");
 }
 
+mod ahead;
 mod bounds;
 #[cfg(feature = "shuttle")]
 mod interleavings;
