@@ -79,7 +79,17 @@ pub struct Config {
     pub gid: u32,
 }
 
+/// The longest window before expiry in which names are refreshed ahead: long enough for a
+/// refresh to land, short enough that the kernel keeps names for nearly their max age.
+const MAX_AHEAD: Duration = Duration::from_secs(30);
+
 impl Config {
+    /// The window before expiry in which a name asked about is refreshed ahead: the last fifth
+    /// of the max age in `dir`, at most 30 s.
+    pub fn ahead_window(&self, dir: &str) -> Duration {
+        (self.max_age_of(dir) / 5).min(MAX_AHEAD)
+    }
+
     /// The max age that applies in a directory: that of the deepest override containing it.
     pub fn max_age_of(&self, dir: &str) -> Duration {
         self.max_age_for
@@ -292,7 +302,7 @@ impl<B: Backend> Fs<B> {
             return;
         }
         let window = match core.inodes.node(parent) {
-            Some(Node::Dir { path }) => self.config.max_age_of(path) / 5,
+            Some(Node::Dir { path }) => self.config.ahead_window(path),
             _ => return,
         };
         if entry.ttl <= window {
@@ -500,7 +510,7 @@ impl<B: Backend> Fs<B> {
     /// for the rest of it).
     fn kernel_ttl(&self, dir: &str, at: Instant, now: Instant) -> Duration {
         let remaining = self.remaining(dir, at, now);
-        let window = self.config.max_age_of(dir) / 5;
+        let window = self.config.ahead_window(dir);
         if remaining > window {
             remaining - window
         } else {

@@ -232,7 +232,7 @@ impl<B: Backend> Fs<B> {
         let Some(super::inodes::Node::Dir { path }) = core.inodes.node(parent) else {
             return;
         };
-        let shift = self.config.max_age_of(path) / 5;
+        let shift = self.config.ahead_window(path);
         if shift.is_zero() {
             return;
         }
