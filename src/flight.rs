@@ -46,13 +46,6 @@ impl<K: Clone + Eq + Hash, E: Clone> Default for Flights<K, E> {
 }
 
 impl<K: Clone + Eq + Hash, E: Clone> Flights<K, E> {
-    /// When the oldest fetch still running started, if any runs: AWS is slow when that is long
-    /// ago.
-    pub fn oldest_running(&self) -> Option<Instant> {
-        let state = self.state.lock().unwrap();
-        state.running.values().map(|(started, _)| *started).min()
-    }
-
     /// How many good fetches have ended so far: read it before deciding to fetch, and pass it
     /// to [`Flights::run`].
     pub fn endings(&self) -> u64 {

@@ -27,6 +27,9 @@ fn throttling_on_half_the_calls_shows_no_reader_an_error() {
     for _ in 0..20 {
         assert_eq!(m.read("name"), b"demo");
         assert_eq!(m.read("db/password"), b"hunter2");
+        // Reads do not wait for a refresh that is slow (being retried): let it land, so that
+        // each round's reads start refreshes of their own.
+        proxy.wait_idle();
     }
     // Every read succeeded: by a retry, or from the held value while retries went on.
     let stats = m.stats();
@@ -45,7 +48,8 @@ fn a_slow_aws_never_holds_up_a_held_value() {
     assert_eq!(m.read("name"), b"demo");
     assert!(proxy.in_flight() >= 1, "the refresh was still on its way");
     proxy.delay(None);
-    // Once AWS answers, the next read brings the new value.
+    // Once AWS answers (the held refresh is released), the next read brings the new value.
+    proxy.wait_idle();
     let mut value = m.read("name");
     for _ in 0..50 {
         if value == b"next" {

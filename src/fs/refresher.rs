@@ -36,9 +36,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const MAX_ROUNDS: usize = 8;
 /// How long a request waits for a refresh when a value of any age is held: AWS answers well
 /// within it, so values stay within max-age; a slow AWS costs readers this much at most, and
-/// the refresh goes on in the background and is applied when it lands. While a fetch has been
-/// running longer than this, no request waits at all, so the lookups and read of one `open`
-/// wait once at most.
+/// the refresh goes on in the background and is applied when it lands.
 pub const REFRESH_WAIT: Duration = Duration::from_millis(80);
 
 /// The fetches the core makes, each keyed for single-flight.
@@ -155,18 +153,13 @@ impl<B: Backend> Fs<B> {
             };
             let fetched_now = if held {
                 // Something is held: wait for the refresh only briefly, in a task of its own so
-                // that it goes on if the wait ends first; not at all while AWS is slow.
+                // that it goes on if the wait ends first.
                 let me = self
                     .me
                     .upgrade()
                     .expect("the filesystem outlives its requests");
-                let slow = self
-                    .flights
-                    .oldest_running()
-                    .is_some_and(|started| started.elapsed() >= REFRESH_WAIT);
                 let refresh = tokio::spawn(async move { me.fetch(need, None, Some(seen)).await });
-                let wait = if slow { Duration::ZERO } else { REFRESH_WAIT };
-                match tokio::time::timeout(wait, refresh).await {
+                match tokio::time::timeout(REFRESH_WAIT, refresh).await {
                     Ok(joined) => joined.unwrap_or_else(|e| {
                         Err(BackendError::Other(format!("refresh task failed: {e}")))
                     }),

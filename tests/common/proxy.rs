@@ -27,6 +27,8 @@ struct Shared {
     faults: Mutex<Faults>,
     requests: AtomicU64,
     in_flight: AtomicU64,
+    /// Signalled whenever a request has been answered.
+    answered: (Mutex<()>, std::sync::Condvar),
 }
 
 pub struct Proxy {
@@ -47,7 +49,9 @@ impl Proxy {
                 std::thread::spawn(move || {
                     shared.in_flight.fetch_add(1, Ordering::SeqCst);
                     let _ = serve(client, upstream, &shared);
+                    let _lock = shared.answered.0.lock().unwrap();
                     shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    shared.answered.1.notify_all();
                 });
             }
         });
@@ -69,6 +73,16 @@ impl Proxy {
     /// sends some (IAM's, for a bad key or a missing permission) as XML that the SDK cannot read.
     pub fn aws_errors(&self) {
         self.shared.faults.lock().unwrap().aws_errors = true;
+    }
+
+    /// Returns once no request is in flight: every request received has been answered.
+    pub fn wait_idle(&self) {
+        let (lock, answered) = &self.shared.answered;
+        let guard = lock.lock().unwrap();
+        let (_guard, timeout) = answered
+            .wait_timeout_while(guard, Duration::from_secs(30), |_| self.in_flight() > 0)
+            .unwrap();
+        assert!(!timeout.timed_out(), "requests still in flight after 30 s");
     }
 
     /// Requests received so far.

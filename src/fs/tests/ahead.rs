@@ -1,6 +1,5 @@
-//! Freshness without waiting: values in steady use are refreshed ahead of their expiry, and a
-//! slow AWS costs the lookups and read of one `open` one short wait at most. On tokio's paused
-//! clock, with the kernel's entry cache played by the test.
+//! Freshness without waiting: values in steady use are refreshed ahead of their expiry. On
+//! tokio's paused clock, with the kernel's entry cache played by the test.
 
 use super::*;
 use crate::backend::faulty::FaultyBackend;
@@ -94,28 +93,4 @@ async fn a_value_in_steady_use_is_refreshed_before_it_expires() {
         "p99 read waited"
     );
     assert_eq!(*waits.last().unwrap(), Duration::ZERO, "no read waited");
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_slow_aws_makes_one_open_wait_once_at_most() {
-    let b = sample();
-    for i in 0..30 {
-        b.put(&format!("/app/a/b/f{i:02}"), Str, "v");
-    }
-    let fs = faulty(&b, Duration::from_secs(10));
-    fs.check_source().await.unwrap();
-    let ino = |e: Entry| e.attr.ino;
-    let a = ino(fs.lookup(ROOT, OsStr::new("a")).await.unwrap());
-    let ab = ino(fs.lookup(a, OsStr::new("b")).await.unwrap());
-    fs.lookup(ab, OsStr::new("f07")).await.unwrap();
-    // Everything expires, and AWS now takes 5 s a call.
-    tokio::time::advance(Duration::from_secs(11)).await;
-    slow(&fs, Duration::from_secs(5));
-    let start = tokio::time::Instant::now();
-    let a = ino(fs.lookup(ROOT, OsStr::new("a")).await.unwrap());
-    let ab = ino(fs.lookup(a, OsStr::new("b")).await.unwrap());
-    let f = fs.lookup(ab, OsStr::new("f07")).await.unwrap();
-    assert_eq!(fs.read(f.attr.ino, 0, 8).unwrap(), b"v");
-    let waited = start.elapsed();
-    assert!(waited <= Duration::from_millis(100), "waited {waited:?}");
 }

@@ -237,13 +237,15 @@ impl Tree {
         let Some(d) = self.dirs.get_mut(dir) else {
             return;
         };
-        let changed = match d.files.get(name) {
+        // (new name, changed what a name shows): a name the kernel was told did not exist is
+        // not in its cache (ENOENT leaves nothing valid there), so a new one needs no change.
+        let (new, changed) = match d.files.get(name) {
             Some(old) if old.fetched_at > at => return,
             // A key of a JSON secret never hides a real secret of the same name.
             Some(old) if p.derived && !old.param.derived => return,
-            Some(old) => !old.same_version(&p),
+            Some(old) => (false, !old.same_version(&p)),
             None if d.files_at.max(d.empty_at).is_some_and(|t| t > at) => return,
-            None => true,
+            None => (true, false),
         };
         d.files.insert(
             name.to_string(),
@@ -255,8 +257,10 @@ impl Tree {
         d.number(name, false, &mut self.next_cookie);
         self.clear_absent(dir, name, |a| &mut a.file);
         self.seen(dir, at);
-        if changed {
+        if new || changed {
             self.bump(dir);
+        }
+        if changed {
             Self::file_changed(dir, name, changes);
         }
     }
