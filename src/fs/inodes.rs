@@ -87,9 +87,9 @@ pub fn file_key(dir: &str, name: &str, cached: &Cached) -> Key {
     )
 }
 
+/// (The node's identity is kept once, as the key of `by_key`.)
 struct Slot {
     node: Node,
-    key: Key,
     /// References the kernel holds (lookups not yet forgotten).
     lookups: u64,
 }
@@ -110,15 +110,13 @@ impl Inodes {
         let root = Node::Dir {
             path: String::new(),
         };
-        let key = root.key();
         let mut by_key = HashMap::new();
-        by_key.insert(key.clone(), ROOT);
+        by_key.insert(root.key(), ROOT);
         let mut slots = HashMap::new();
         slots.insert(
             ROOT,
             Slot {
                 node: root,
-                key,
                 lookups: 1,
             },
         );
@@ -165,15 +163,8 @@ impl Inodes {
             // Two identities with one hash: the later one takes the next free number.
             ino = FIRST + (ino - FIRST + 1) % SPAN;
         }
-        self.by_key.insert(key.clone(), ino);
-        self.slots.insert(
-            ino,
-            Slot {
-                node,
-                key,
-                lookups: 1,
-            },
-        );
+        self.by_key.insert(key, ino);
+        self.slots.insert(ino, Slot { node, lookups: 1 });
         ino
     }
 
@@ -189,7 +180,7 @@ impl Inodes {
         slot.lookups = slot.lookups.saturating_sub(n);
         if slot.lookups == 0 {
             let slot = self.slots.remove(&ino).expect("just seen");
-            self.by_key.remove(&slot.key);
+            self.by_key.remove(&slot.node.key());
         }
     }
 }
@@ -251,7 +242,6 @@ mod tests {
             a,
             Slot {
                 node: dir("b"),
-                key: b_key.clone(),
                 lookups: 1,
             },
         );
