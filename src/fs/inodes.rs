@@ -41,10 +41,9 @@ pub enum Node {
     Dir {
         path: String,
     },
-    /// One version of a parameter, with its content.
+    /// One version of a parameter at `path` (mount-relative), with its content.
     File {
-        dir: String,
-        name: String,
+        path: Box<str>,
         cached: Arc<Cached>,
     },
     Refresh {
@@ -72,7 +71,11 @@ impl Node {
     pub fn key(&self) -> Key {
         match self {
             Node::Dir { path } => Key::Dir(path.clone()),
-            Node::File { dir, name, cached } => file_key(dir, name, cached),
+            Node::File { path, cached } => Key::File(
+                path.to_string(),
+                cached.param.version.clone(),
+                cached.param.modified,
+            ),
             Node::Refresh { dir } => Key::Refresh(dir.clone()),
             Node::Stats { generation, .. } => Key::Stats(*generation),
         }

@@ -331,7 +331,10 @@ impl<B: Backend> Fs<B> {
                 resolved_at,
             } => {
                 resolved = resolved_at.map(|at| (dir.clone(), at));
-                Node::File { dir, name, cached }
+                Node::File {
+                    path: tree::join(&dir, &name).into(),
+                    cached,
+                }
             }
             Target::Refresh(dir) => Node::Refresh { dir },
             Target::Stats => {
@@ -377,7 +380,8 @@ impl<B: Backend> Fs<B> {
                     ttl,
                 }
             }
-            Node::File { dir, name, cached } => {
+            Node::File { path, cached } => {
+                let (dir, name) = tree::split(path);
                 // The newest fetch of this same version says how long it stays valid.
                 let fetched_at = core
                     .tree
