@@ -13,7 +13,7 @@ mod names;
 mod filter;
 
 #[allow(dead_code)]
-#[path = "../../src/cli.rs"]
+#[path = "../../src/mount/cli.rs"]
 mod cli;
 
 fuzz_target!(|data: &[u8]| {
