@@ -250,24 +250,14 @@ impl Tree {
         if self.selectors_floor.is_none_or(|t| t < at) {
             self.selectors_floor = Some(at);
         }
-        let forgotten: Vec<(String, String)> = self
-            .selectors
-            .iter()
-            .filter(|((path, sel), (v, _))| {
-                in_subtree(top, split(path).0)
-                    && (v.is_none() || !sel.starts_with(|c: char| c.is_ascii_digit()))
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
         let mut changes = Vec::new();
-        for key in forgotten {
-            self.selectors.pop(&key);
-            let (dir, name) = split(&key.0);
-            changes.push(Change {
-                dir: dir.to_string(),
-                name: format!("{name}{SELECTOR}{}", key.1),
-            });
-        }
+        self.drop_selectors(
+            |path, sel, version| {
+                in_subtree(top, split(path).0)
+                    && (version.is_none() || !sel.starts_with(|c: char| c.is_ascii_digit()))
+            },
+            &mut changes,
+        );
         changes
     }
 }

@@ -152,15 +152,8 @@ impl Tree {
                 p.subdirs.remove(name);
             }
             self.bump(parent);
-            changes.push(Change {
-                dir: parent.to_string(),
-                name: name.to_string(),
-            });
             // The name may have shown the parameter as `name%`; now it is `name` again.
-            changes.push(Change {
-                dir: parent.to_string(),
-                name: format!("{name}{PARAM_SUFFIX}"),
-            });
+            Self::file_changed(parent, name, changes);
         }
     }
 
@@ -299,7 +292,8 @@ impl Tree {
         Self::file_changed(dir, name, changes);
     }
 
-    /// Both names a parameter can be reached by, `name` and `name%`.
+    /// Both names a parameter can be reached by, `name` and `name%` (also what a directory
+    /// that shadowed it changes).
     pub(super) fn file_changed(dir: &str, name: &str, changes: &mut Vec<Change>) {
         for shown in [name.to_string(), format!("{name}{PARAM_SUFFIX}")] {
             changes.push(Change {
@@ -342,15 +336,24 @@ impl Tree {
         for key in pinned {
             self.pinned.pop(&key);
         }
-        let selectors: Vec<_> = self
+        self.drop_selectors(|path, _, _| removed.contains(path), changes);
+    }
+
+    /// Forgets what the selectors that `which(path, selector, version)` picks resolved to; the
+    /// kernel may hold their names (`name:label`), which are reported as changed.
+    pub(super) fn drop_selectors(
+        &mut self,
+        which: impl Fn(&String, &str, &Option<String>) -> bool,
+        changes: &mut Vec<Change>,
+    ) {
+        let dropped: Vec<(String, String)> = self
             .selectors
             .iter()
-            .filter(|((path, _), _)| removed.contains(path))
-            .map(|(k, _)| k.clone())
+            .filter(|((path, sel), (version, _))| which(path, sel, version))
+            .map(|(key, _)| key.clone())
             .collect();
-        for key in selectors {
+        for key in dropped {
             self.selectors.pop(&key);
-            // The kernel may hold `name:label`: it names nothing now.
             let (dir, name) = split(&key.0);
             changes.push(Change {
                 dir: dir.to_string(),
