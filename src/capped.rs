@@ -40,7 +40,11 @@ impl<K: Hash + Eq, V> Capped<K, V> {
     }
 
     /// A value, marked as just used.
-    pub fn get(&mut self, key: &K) -> Option<&V> {
+    pub fn get<Q>(&mut self, key: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.cache.get(key)
     }
 

@@ -71,23 +71,16 @@ impl Node {
     pub fn key(&self) -> Key {
         match self {
             Node::Dir { path } => Key::Dir(path.clone()),
-            Node::File { path, cached } => Key::File(
-                path.to_string(),
-                cached.param.version.clone(),
-                cached.param.modified,
-            ),
+            Node::File { path, cached } => file_key(path.to_string(), cached),
             Node::Refresh { dir } => Key::Refresh(dir.clone()),
             Node::Stats { generation, .. } => Key::Stats(*generation),
         }
     }
 }
 
-pub fn file_key(dir: &str, name: &str, cached: &Cached) -> Key {
-    Key::File(
-        super::tree::join(dir, name),
-        cached.param.version.clone(),
-        cached.param.modified,
-    )
+/// The identity of the version `cached` of the parameter at `path`.
+pub fn file_key(path: String, cached: &Cached) -> Key {
+    Key::File(path, cached.param.version.clone(), cached.param.modified)
 }
 
 /// (The node's identity is kept once, as the key of `by_key`.)

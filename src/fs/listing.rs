@@ -140,7 +140,7 @@ pub fn build(tree: &Tree, inodes: &Inodes, path: &str, stats_ino: u64) -> Listin
     }
     for (name, cached) in &dir.files {
         entries.push(DirEntry {
-            ino: inodes.ino_of(&file_key(path, name, cached)),
+            ino: inodes.ino_of(&file_key(join(path, name), cached)),
             offset: dir.cookie(name, false).expect("every entry is numbered"),
             kind: Kind::File,
             name: tree.shown_name(path, name),

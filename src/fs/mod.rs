@@ -306,7 +306,7 @@ impl<B: Backend> Fs<B> {
             _ => return,
         };
         if entry.ttl <= window {
-            self.refresh_ahead(core, parent, name);
+            self.refresh_ahead(core, parent, name, window);
         }
     }
 
@@ -471,7 +471,7 @@ impl<B: Backend> Fs<B> {
     /// The listing of a directory the tree holds, built anew only when it changed.
     fn listing(&self, core: &mut Core, path: &str) -> Arc<Listing> {
         let generation = core.tree.dir(path).map_or(0, |d| d.generation);
-        if let Some((built, listing)) = core.listings.get(&path.to_string()) {
+        if let Some((built, listing)) = core.listings.get(path) {
             if *built == generation {
                 return listing.clone();
             }

@@ -221,16 +221,13 @@ impl<B: Backend> Fs<B> {
     /// Refresh ahead: a name the kernel asks about in the last fifth of its max age is answered
     /// at once, and what would refresh it then is fetched now, in the background. A value in
     /// steady use is so refreshed before it expires, and its readers never wait.
-    pub(super) fn refresh_ahead(&self, core: &Core, parent: Ino, name: &OsStr) {
-        let Some(super::inodes::Node::Dir { path }) = core.inodes.node(parent) else {
-            return;
-        };
-        let shift = self.config.ahead_window(path);
-        if shift.is_zero() {
+    /// `window` is the refresh-ahead window of the directory `parent`.
+    pub(super) fn refresh_ahead(&self, core: &Core, parent: Ino, name: &OsStr, window: Duration) {
+        if window.is_zero() {
             return;
         }
         // Just past the window, so that what expires at its very end counts as expiring.
-        let Some(later) = Instant::now().checked_add(shift + Duration::from_millis(1)) else {
+        let Some(later) = Instant::now().checked_add(window + Duration::from_millis(1)) else {
             return;
         };
         let seen = self.flights.endings();
