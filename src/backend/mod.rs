@@ -49,6 +49,24 @@ pub struct Param {
     pub derived: bool,
 }
 
+#[cfg(test)]
+impl Param {
+    /// A plain parameter for tests: `value` at `version`, modified `version` seconds after the
+    /// epoch (so that versions differ in their identity too).
+    pub fn test(name: &str, value: &str, version: u64) -> Param {
+        Param {
+            name: name.to_string(),
+            content: Content::from(value.as_bytes().to_vec()),
+            version: version.to_string(),
+            secret: false,
+            modified: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(version),
+            xattrs: Vec::new(),
+            unreadable: None,
+            derived: false,
+        }
+    }
+}
+
 /// One page of a listing. A page may be empty and still carry a token: keep paging until there
 /// is none.
 #[derive(Debug, Default)]

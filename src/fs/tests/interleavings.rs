@@ -5,19 +5,9 @@ use ::shuttle::thread;
 
 use super::*;
 use crate::backend::Param;
-use crate::content::Content;
 
 fn version(v: u32) -> Param {
-    Param {
-        name: "/app/name".to_string(),
-        content: Content::from(format!("value {v}").into_bytes()),
-        version: v.to_string(),
-        secret: false,
-        modified: std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(v.into()),
-        xattrs: Vec::new(),
-        unreadable: None,
-        derived: false,
-    }
+    Param::test("/app/name", &format!("value {v}"), v.into())
 }
 
 /// A mount whose tree holds /app/name at version 1, without AWS or a runtime.

@@ -734,16 +734,7 @@ mod storms;
 struct SelfFirst(Arc<crate::backend::ApiCalls>);
 
 fn entry(name: &str) -> crate::backend::Param {
-    crate::backend::Param {
-        name: name.to_string(),
-        content: crate::content::Content::from(b"v".to_vec()),
-        version: "1".to_string(),
-        secret: true,
-        modified: std::time::SystemTime::UNIX_EPOCH,
-        xattrs: Vec::new(),
-        unreadable: None,
-        derived: false,
-    }
+    crate::backend::Param::test(name, "v", 1)
 }
 
 impl crate::backend::Backend for SelfFirst {

@@ -9,7 +9,6 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
-use crate::content::Content;
 use crate::fs::inodes::Inodes;
 use crate::fs::listing;
 use crate::names::Source;
@@ -48,16 +47,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn param(path: &str, k: usize) -> Param {
-    Param {
-        name: format!("/app/{path}"),
-        content: Content::from(format!("value {k}").into_bytes()),
-        version: k.to_string(),
-        secret: false,
-        modified: std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(k as u64),
-        xattrs: Vec::new(),
-        unreadable: None,
-        derived: false,
-    }
+    Param::test(&format!("/app/{path}"), &format!("value {k}"), k as u64)
 }
 
 fn under(top: &str, path: &str) -> bool {

@@ -1,20 +1,13 @@
 //! Unit tests of the tree: stamps decide, whatever order results land in.
 
 use super::*;
-use crate::content::Content;
 use crate::names::Source;
 use std::time::Duration;
 
 fn param(name: &str, value: &str, derived: bool) -> Param {
     Param {
-        name: name.to_string(),
-        content: Content::from(value.as_bytes().to_vec()),
-        version: "1".to_string(),
-        secret: true,
-        modified: std::time::SystemTime::UNIX_EPOCH,
-        xattrs: Vec::new(),
-        unreadable: None,
         derived,
+        ..Param::test(name, value, 1)
     }
 }
 
