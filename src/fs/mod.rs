@@ -108,6 +108,9 @@ struct Clock {
     since: Instant,
     stale_ok: bool,
     max_stale: Option<Duration>,
+    /// The request has fetched a page of a sweep in progress, or must not (refresh ahead):
+    /// what it still lacks is asked for by name.
+    paged: bool,
 }
 
 impl Clock {
@@ -118,6 +121,7 @@ impl Clock {
             since: now,
             stale_ok: false,
             max_stale,
+            paged: false,
         }
     }
 
@@ -311,10 +315,14 @@ impl<B: Backend> Fs<B> {
     }
 
     fn plan_lookup(&self, core: &Core, parent: Ino, name: &OsStr, clock: Clock) -> Plan<Target> {
-        self.planner()
-            .lookup(&core.tree, &core.inodes, parent, name, |dir| {
-                clock.fresh(self.config.max_age_of(dir))
-            })
+        self.planner().lookup(
+            &core.tree,
+            &core.inodes,
+            parent,
+            name,
+            !clock.paged,
+            |dir| clock.fresh(self.config.max_age_of(dir)),
+        )
     }
 
     /// Hands the answer of a lookup to the kernel: the node is remembered and its reference

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::inodes::{Ino, Inodes, Node};
-use super::refresher::Fetch;
+use super::refresher::{Fetch, PAGE};
 use super::tree::{join, Cached, Fresh, Tree};
 use super::Config;
 use crate::backend::BackendError;
@@ -68,6 +68,7 @@ impl Planner<'_> {
         inodes: &Inodes,
         parent: Ino,
         name: &OsStr,
+        may_page: bool,
         fresh: impl Fn(&str) -> Fresh,
     ) -> Plan<Target> {
         let path = match Self::dir_path(tree, inodes, parent) {
@@ -93,14 +94,26 @@ impl Planner<'_> {
                 } else {
                     Some(false)
                 };
+                // A name known as a parameter, with nothing known below it, is a file: asking
+                // whether it is a directory too would cost a call per file. (A parameter that is
+                // also a path prefix shows as a directory once something below it is seen.)
+                let file = tree.file(&path, n, fresh(&path));
+                let is_dir = is_dir.or_else(|| matches!(file, Some(Some(_))).then_some(false));
                 match is_dir {
                     // A known directory, listed before and small: its own sweep says whether it
                     // still exists and refreshes everything in it.
                     None if tree.dir(&child).is_some() && tree.is_small(&child, SMALL_SUBTREE) => {
                         return Plan::Need(Fetch::Sweep(child))
                     }
+                    None if Self::renews(tree, &child) => return Plan::Need(Fetch::Renew(child)),
                     None if self.sweep_instead(tree, &path) => {
                         return Plan::Need(Fetch::Sweep(path))
+                    }
+                    // Where files are what has been seen, an unknown name is most likely one
+                    // more: the next page of a sweep in progress, or the name itself (and if
+                    // that is absent, whether it is a directory).
+                    None if file.is_none() && Self::holds_files(tree, &path) => {
+                        return Plan::Need(self.file_plan(tree, &path, n, may_page, &fresh))
                     }
                     None => return Plan::Need(Fetch::Probe(child)),
                     Some(true) => return Plan::Done(Ok(Target::Dir(child))),
@@ -108,10 +121,10 @@ impl Planner<'_> {
                 }
             }
         };
-        let fresh = fresh(&path);
+        let fresh_dir = fresh(&path);
         // The parameter's current version; a selector is answered only for a parameter the
         // mount shows (it passes the filters and exists).
-        let current = match tree.file(&path, name, fresh) {
+        let current = match tree.file(&path, name, fresh_dir) {
             // Listed, but refused: an empty file would read as empty (the kernel does not ask
             // for the content of a zero-length file), so the lookup itself fails.
             Some(Some(cached)) if selector.is_none() && cached.param.unreadable.is_some() => {
@@ -120,7 +133,7 @@ impl Planner<'_> {
             }
             Some(Some(cached)) => cached,
             Some(None) => return Plan::Done(Err(Error::NotFound)),
-            None => return Plan::Need(self.refresh_plan(tree, &path, name)),
+            None => return Plan::Need(self.file_plan(tree, &path, name, may_page, &fresh)),
         };
         let mut resolved_at = None;
         let cached = match selector {
@@ -135,11 +148,11 @@ impl Planner<'_> {
                     _ => match tree.selector(&path, name, &key) {
                         // A version never changes; a label follows the max age, and so does
                         // a version that does not exist (yet).
-                        Some((Some(v), at)) if sel.is_version() || fresh.ok(at) => {
+                        Some((Some(v), at)) if sel.is_version() || fresh_dir.ok(at) => {
                             resolved_at = (!sel.is_version()).then_some(at);
                             Some(v)
                         }
-                        Some((None, at)) if fresh.ok(at) => {
+                        Some((None, at)) if fresh_dir.ok(at) => {
                             return Plan::Done(Err(Error::NotFound))
                         }
                         _ => None,
@@ -187,10 +200,45 @@ impl Planner<'_> {
         spent || tree.is_small(dir, SMALL_SUBTREE)
     }
 
-    /// The cheapest fetch that refreshes the parameter `name` in `dir`.
-    fn refresh_plan(&self, tree: &Tree, dir: &str, name: &str) -> Fetch {
+    /// Whether `dir`, known from pages of a listing above it but never listed itself, is best
+    /// refreshed by listing it again as far as it was known: it holds more than a page, so its
+    /// readers cost fewer calls that way than a call per name, and not more than a small
+    /// subtree, so the pages are few.
+    fn renews(tree: &Tree, dir: &str) -> bool {
+        tree.dir(dir).is_some_and(|d| d.listed_at.is_none())
+            && (PAGE + 1..=SMALL_SUBTREE).contains(&tree.known_files(dir, SMALL_SUBTREE + 1))
+    }
+
+    /// Whether what is known directly in `dir` is mostly files.
+    fn holds_files(tree: &Tree, dir: &str) -> bool {
+        tree.dir(dir)
+            .is_some_and(|d| !d.files.is_empty() && d.files.len() >= d.subdirs.len())
+    }
+
+    /// The cheapest fetch that brings the parameter `name` in `dir`. A request that has not
+    /// paged yet goes on with a sweep in progress over `dir`: a reader going through the
+    /// directory in listing order then costs the listing's pages alone.
+    fn file_plan(
+        &self,
+        tree: &Tree,
+        dir: &str,
+        name: &str,
+        may_page: bool,
+        fresh: &impl Fn(&str) -> Fresh,
+    ) -> Fetch {
         if self.sweep_instead(tree, dir) {
             return Fetch::Sweep(dir.to_string());
+        }
+        if self.config.recursive {
+            if may_page {
+                if let Some(top) = tree.partial_over(dir, fresh) {
+                    return Fetch::Page(top.to_string());
+                }
+            }
+            let stale = tree.dir(dir).is_some_and(|d| d.files.contains_key(name));
+            if stale && Self::renews(tree, dir) {
+                return Fetch::Renew(dir.to_string());
+            }
         }
         // GetParameter cannot apply filters, so a filtered mount lists instead.
         let lists_files = tree.dir(dir).is_some_and(|d| d.files_at.is_some());

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::plan::Plan;
+use super::tree::partial::Partial;
 use super::tree::{in_subtree, split, Change};
 use super::{Clock, Core, Fs, Ino, Inval};
 use crate::backend::{Backend, BackendError, Page, Param};
@@ -38,6 +39,9 @@ const MAX_ROUNDS: usize = 8;
 /// within it, so values stay within max-age; a slow AWS costs readers this much at most, and
 /// the refresh goes on in the background and is applied when it lands.
 pub const REFRESH_WAIT: Duration = Duration::from_millis(80);
+/// The most a page of a listing holds (GetParametersByPath's limit; ListSecrets pages are
+/// cut to match).
+pub const PAGE: usize = 10;
 
 /// The fetches the core makes, each keyed for single-flight.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -47,8 +51,13 @@ pub enum Fetch {
     /// The parameters directly in a directory (one-level listing).
     Files(String),
     /// Whether a path is a directory: a recursive listing of it, stopped at the first page
-    /// that holds anything.
+    /// that holds anything (and kept as a sweep in progress).
     Probe(String),
+    /// The next page of the sweep in progress of a directory.
+    Page(String),
+    /// A directory's listing anew, up to about as many pages as what is known of it took; if
+    /// it goes on further, what is left becomes a sweep in progress.
+    Renew(String),
     /// One parameter.
     Get(String),
     /// One version of a parameter, by its path and a selector (a version or a label).
@@ -80,6 +89,14 @@ impl<B: Backend> Fs<B> {
             self.group_refreshed(&mut core, "", subtree, page.params.len(), at);
             core.tree
                 .apply_sweep("", page.params, &self.config.source, at);
+        } else if let Some(token) = page.next_token.filter(|_| self.config.recursive) {
+            let partial = Partial {
+                token,
+                started: at,
+                params: page.params.clone(),
+            };
+            core.tree.apply_seen(page.params, &self.config.source, at);
+            core.tree.keep_partial("", partial);
         } else {
             core.tree.apply_seen(page.params, &self.config.source, at);
         }
@@ -100,6 +117,7 @@ impl<B: Backend> Fs<B> {
             since: start,
             stale_ok: false,
             max_stale: self.config.max_stale,
+            paged: false,
         };
         let mut fetched = false;
         let mut failed = false;
@@ -143,6 +161,7 @@ impl<B: Backend> Fs<B> {
                     .unwrap_or_else(|| BackendError::Unavailable("AWS failed".to_string()));
                 return Err(Error::Backend(err));
             }
+            let paging = matches!(need, Fetch::Page(_));
             let held = !clock.stale_ok && {
                 let core = self.core.lock().unwrap();
                 let any_age = Clock {
@@ -171,6 +190,7 @@ impl<B: Backend> Fs<B> {
             } else {
                 self.fetch(need, None, Some(seen)).await
             };
+            clock.paged |= paging;
             match fetched_now {
                 Ok(started) => {
                     // A shared fetch may have started before this request: its result still
@@ -236,6 +256,8 @@ impl<B: Backend> Fs<B> {
             since: later,
             stale_ok: false,
             max_stale: self.config.max_stale,
+            // A page would not refresh what is about to expire.
+            paged: true,
         };
         let Plan::Need(fetch) = self.plan_lookup(core, parent, name, clock) else {
             return;
@@ -266,7 +288,19 @@ impl<B: Backend> Fs<B> {
         let recursive = self.config.recursive;
         let (core, changes) = match fetch {
             Fetch::Sweep(dir) => {
-                let params = self.list_all(&source.full_name(dir), recursive).await?;
+                // A sweep of it in progress, still young, is gone on with rather than begun anew.
+                let partial = recursive.then(|| self.young_partial(dir, at)).flatten();
+                let (at, params) = match partial {
+                    Some(p) => {
+                        let mut params = p.params;
+                        params.extend(
+                            self.list_from(&source.full_name(dir), true, Some(p.token))
+                                .await?,
+                        );
+                        (p.started, params)
+                    }
+                    None => (at, self.list_all(&source.full_name(dir), recursive).await?),
+                };
                 let mut core = self.core.lock().unwrap();
                 self.group_refreshed(&mut core, dir, recursive, params.len(), at);
                 let changes = core.tree.apply_sweep(dir, params, source, at);
@@ -282,6 +316,7 @@ impl<B: Backend> Fs<B> {
             Fetch::Probe(path) => {
                 let full = source.full_name(path);
                 let mut token = None;
+                let mut pages = Vec::new();
                 loop {
                     let page = self.call_list(&full, true, token).await?;
                     // Only what is strictly below `path` tells that it is a directory (a
@@ -296,14 +331,105 @@ impl<B: Backend> Fs<B> {
                     let changes = match (below, page.next_token) {
                         // The whole subtree came in this page: it is a sweep.
                         (_, None) => core.tree.apply_sweep(path, page.params, source, at),
-                        (true, Some(_)) => core.tree.apply_seen(page.params, source, at),
+                        (true, Some(next)) => {
+                            pages.extend(page.params.iter().cloned());
+                            let partial = Partial {
+                                token: next,
+                                started: at,
+                                params: pages,
+                            };
+                            let changes = core.tree.apply_seen(page.params, source, at);
+                            core.tree.keep_partial(path, partial);
+                            changes
+                        }
                         (false, Some(next)) => {
+                            pages.extend(page.params);
                             token = Some(next);
                             continue;
                         }
                     };
                     break (core, changes);
                 }
+            }
+            Fetch::Page(top) => {
+                let token = {
+                    let core = self.core.lock().unwrap();
+                    match core.tree.partial(top) {
+                        Some(p) => p.token.clone(),
+                        // Finished or dropped meanwhile: the request plans again.
+                        None => return Ok(Vec::new()),
+                    }
+                };
+                let page = match self
+                    .call_list(&source.full_name(top), true, Some(token.clone()))
+                    .await
+                {
+                    Ok(page) => page,
+                    Err(err) if err.is_transient() => return Err(err),
+                    // A token AWS no longer takes: the sweep is begun anew when one is needed.
+                    Err(err) => {
+                        debug!(error = %err, dir = top, "a sweep in progress could not go on");
+                        let mut core = self.core.lock().unwrap();
+                        if core.tree.partial(top).is_some_and(|p| p.token == token) {
+                            core.tree.take_partial(top);
+                        }
+                        return Ok(Vec::new());
+                    }
+                };
+                let mut core = self.core.lock().unwrap();
+                let mut changes = core.tree.apply_seen(page.params.clone(), source, at);
+                match core.tree.take_partial(top) {
+                    Some(mut p) if p.token == token => {
+                        p.params.extend(page.params);
+                        match page.next_token {
+                            Some(next) => {
+                                p.token = next;
+                                core.tree.keep_partial(top, p);
+                            }
+                            None => {
+                                self.group_refreshed(
+                                    &mut core,
+                                    top,
+                                    true,
+                                    p.params.len(),
+                                    p.started,
+                                );
+                                changes.extend(
+                                    core.tree.apply_sweep(top, p.params, source, p.started),
+                                );
+                            }
+                        }
+                    }
+                    // Another fetch went on with it meanwhile: this page only adds what it saw.
+                    Some(other) => core.tree.keep_partial(top, other),
+                    None => {}
+                }
+                (core, changes)
+            }
+            Fetch::Renew(dir) => {
+                let known = self.core.lock().unwrap().tree.known_files(dir, usize::MAX);
+                let budget = known.div_ceil(PAGE) + 1;
+                let (params, token) = self
+                    .list_pages(&source.full_name(dir), true, None, budget)
+                    .await?;
+                let mut core = self.core.lock().unwrap();
+                let changes = match token {
+                    None => {
+                        self.group_refreshed(&mut core, dir, true, params.len(), at);
+                        core.tree.apply_sweep(dir, params, source, at)
+                    }
+                    Some(token) => {
+                        let partial = Partial {
+                            token,
+                            started: at,
+                            params: params.clone(),
+                        };
+                        let changes = core.tree.apply_seen(params, source, at);
+                        core.tree.keep_partial(dir, partial);
+                        changes
+                    }
+                };
+                (core, changes)
             }
             Fetch::Get(path) => {
                 let found = self.call_get(&source.full_name(path)).await?;
@@ -345,17 +471,50 @@ impl<B: Backend> Fs<B> {
             .send_replace(format!("refreshed {name}: {parameters} parameter{plural}"));
     }
 
+    /// The sweep in progress of `dir`, taken out to go on with, if it started within half of
+    /// the directory's max age: the complete sweep is stamped with that start, and must come
+    /// out fresh.
+    fn young_partial(&self, dir: &str, now: Instant) -> Option<Partial> {
+        let mut core = self.core.lock().unwrap();
+        let started = core.tree.partial(dir)?.started;
+        let young = now.saturating_duration_since(started) <= self.config.max_age_of(dir) / 2;
+        young.then(|| core.tree.take_partial(dir)).flatten()
+    }
+
     async fn list_all(&self, path: &str, recursive: bool) -> Result<Vec<Param>, BackendError> {
+        self.list_from(path, recursive, None).await
+    }
+
+    /// The listing of `path` from `token` on, every page of it.
+    async fn list_from(
+        &self,
+        path: &str,
+        recursive: bool,
+        token: Option<String>,
+    ) -> Result<Vec<Param>, BackendError> {
+        let (params, _) = self.list_pages(path, recursive, token, usize::MAX).await?;
+        Ok(params)
+    }
+
+    /// At most `max_pages` pages of the listing of `path` from `token` on, and where it goes on
+    /// if it does.
+    async fn list_pages(
+        &self,
+        path: &str,
+        recursive: bool,
+        mut token: Option<String>,
+        max_pages: usize,
+    ) -> Result<(Vec<Param>, Option<String>), BackendError> {
         let mut params = Vec::new();
-        let mut token = None;
-        loop {
+        for _ in 0..max_pages {
             let page = self.call_list(path, recursive, token).await?;
             params.extend(page.params);
             match page.next_token {
                 Some(next) => token = Some(next),
-                None => return Ok(params),
+                None => return Ok((params, None)),
             }
         }
+        Ok((params, token))
     }
 
     async fn call_list(

@@ -211,6 +211,8 @@ pub struct Tree {
     selectors_floor: Option<Instant>,
     /// Paths of parameters removed by the apply in progress: their pinned versions go too.
     removed: HashSet<String>,
+    /// Recursive listings in progress, fetched a page at a time (see [`partial`]).
+    partials: HashMap<String, partial::Partial>,
 }
 
 impl Tree {
@@ -227,6 +229,7 @@ impl Tree {
             next_cookie: FIRST_COOKIE,
             selectors_floor: None,
             removed: HashSet::new(),
+            partials: HashMap::new(),
         }
     }
 
@@ -305,19 +308,22 @@ impl Tree {
     /// Whether `dir` was listed before and held at most `limit` parameters in its whole subtree:
     /// then sweeping it again costs no more calls than asking about one name in it.
     pub fn is_small(&self, dir: &str, limit: usize) -> bool {
-        if self.dirs.get(dir).is_none_or(|d| d.listed_at.is_none()) {
-            return false;
-        }
+        self.dirs.get(dir).is_some_and(|d| d.listed_at.is_some())
+            && self.known_files(dir, limit + 1) <= limit
+    }
+
+    /// How many parameters are known at or below `dir`, of any age, counted up to `cap`.
+    pub fn known_files(&self, dir: &str, cap: usize) -> usize {
         let mut total = 0;
         for (path, d) in &self.dirs {
             if in_subtree(dir, path) {
                 total += d.files.len();
-                if total > limit {
-                    return false;
+                if total >= cap {
+                    return cap;
                 }
             }
         }
-        true
+        total
     }
 
     /// The name under which a parameter of `dir` is listed: `name%` when a directory or a
@@ -364,6 +370,7 @@ impl Tree {
 
 mod apply;
 mod facts;
+pub mod partial;
 
 #[cfg(test)]
 mod tests;

@@ -52,9 +52,9 @@ pub struct Cli {
     )]
     pub max_age: u64,
 
-    /// At most this many API calls a second (0: no limit). The default is half of SSM's
-    /// account-wide default quota of 40, so that a sweep never throttles the account's other
-    /// programs.
+    /// At most this many API calls a second over time (0: no limit); a burst of five seconds'
+    /// worth goes at once. The default is half of SSM's account-wide default quota of 40, so
+    /// that a sweep never throttles the account's other programs.
     #[arg(long, value_name = "N", default_value_t = 20, help_heading = "Caching")]
     pub max_tps: u32,
 

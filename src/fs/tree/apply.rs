@@ -49,6 +49,7 @@ impl Tree {
         }
         let mut changes = Vec::new();
         self.sweep(top, fresh, at, &mut changes);
+        self.drop_partials(top, at);
         self.finish_apply(&mut changes);
         changes
     }

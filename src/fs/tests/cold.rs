@@ -1,0 +1,103 @@
+//! Reading a tree cold, file by file, on several tree shapes and in several orders: the calls
+//! it costs against the floor, the pages of one recursive sweep of the tree.
+
+use super::*;
+
+/// A tree shape: every parameter's path below the source `/t`.
+fn names(shape: &str) -> Vec<String> {
+    match shape {
+        // About ten directories of a hundred.
+        "ten dirs of 100" => (0..10)
+            .flat_map(|d| (0..100).map(move |f| format!("d{d}/f{f:03}")))
+            .collect(),
+        // Forty small directories two levels deep.
+        "forty dirs of 25, two deep" => (0..4)
+            .flat_map(|t| {
+                (0..10).flat_map(move |s| (0..25).map(move |f| format!("t{t}/s{s}/f{f:02}")))
+            })
+            .collect(),
+        // One flat directory.
+        "one dir of 1,000" => (0..1000).map(|f| format!("f{f:04}")).collect(),
+        // Deep and narrow: five chains ten levels deep, twenty files at each level.
+        "deep and narrow" => (0..5)
+            .flat_map(|c| {
+                (1..=10).flat_map(move |depth| {
+                    let dir: Vec<String> = (0..depth).map(|l| format!("c{c}l{l}")).collect();
+                    let dir = dir.join("/");
+                    (0..20).map(move |f| format!("{dir}/f{f:02}"))
+                })
+            })
+            .collect(),
+        // Many small directories: two hundred of five, three levels deep.
+        "two hundred dirs of 5, three deep" => (0..5)
+            .flat_map(|a| {
+                (0..10).flat_map(move |b| {
+                    (0..4).flat_map(move |c| (0..5).map(move |f| format!("a{a}/b{b}/c{c}/f{f}")))
+                })
+            })
+            .collect(),
+        _ => unreachable!(),
+    }
+}
+
+/// Reads every file of the shape once from a fresh mount, in listing order (the backend's,
+/// sorted by name) or shuffled, and returns (calls, floor).
+async fn read_all(shape: &str, shuffled: bool) -> (u64, u64) {
+    let b = MemoryBackend::new();
+    let mut paths = names(shape);
+    for p in &paths {
+        b.put(&format!("/t/{p}"), Str, "v");
+    }
+    let fs = started(&b, "/t", LONG).await;
+    paths.sort();
+    if shuffled {
+        fastrand::seed(7);
+        fastrand::shuffle(&mut paths);
+    }
+    for p in &paths {
+        assert_eq!(cat(&fs, p).await.unwrap(), b"v", "{p}");
+    }
+    (b.total_calls(), paths.len().div_ceil(10) as u64)
+}
+
+/// Read in listing order, a tree costs its sweep's pages: the misses go on with the sweeps in
+/// progress, a page at a time. A directory whose first page a probe fetched goes on with its own
+/// sweep, so small directories cost a little more than their share of the tree's pages, and a
+/// name in a directory where only subdirectories have been seen yet is first probed as one.
+#[tokio::test]
+async fn a_tree_read_in_listing_order_costs_its_sweep() {
+    for shape in [
+        "ten dirs of 100",
+        "forty dirs of 25, two deep",
+        "one dir of 1,000",
+        "deep and narrow",
+        "two hundred dirs of 5, three deep",
+    ] {
+        let (calls, floor) = read_all(shape, false).await;
+        println!("{shape}, in order: {calls} calls, floor {floor}");
+        assert!(
+            calls * 2 <= floor * 3,
+            "{shape}: {calls} calls against a floor of {floor}"
+        );
+    }
+}
+
+/// Read at random, each miss costs at most a page and the name itself, until the pages are
+/// through: about twice the floor at worst.
+#[tokio::test]
+async fn a_tree_read_at_random_costs_at_most_about_twice_its_sweep() {
+    for shape in [
+        "ten dirs of 100",
+        "forty dirs of 25, two deep",
+        "one dir of 1,000",
+        "deep and narrow",
+        "two hundred dirs of 5, three deep",
+    ] {
+        let (calls, floor) = read_all(shape, true).await;
+        println!("{shape}, shuffled: {calls} calls, floor {floor}");
+        assert!(
+            calls * 10 <= floor * 22,
+            "{shape}: {calls} calls against a floor of {floor}"
+        );
+    }
+}
