@@ -104,40 +104,22 @@ fn main() {
         json: json!({"tree": tree_calls, "small_dir": small_calls}),
     });
 
-    // 4: cold first byte in the big tree.
-    let log_dir = tempfile::tempdir().unwrap();
-    let log = log_dir.path().join("big.log");
-    let log_arg = log.to_str().unwrap().to_string();
-    let start = Instant::now();
-    let big = Mount::start(
-        &moto,
-        "/big",
-        &["--log-level", "debug", "--log-file", &log_arg],
+    // 4: cold first byte in the big tree, and in a tree laid out another way.
+    let (big, first) = first_byte(&moto, "/big", "l3/m27/p11");
+    rows.push(
+        first.row("4. cold first byte, 3 levels down a 10,000-parameter tree (10 x 50 x 20)"),
     );
-    let mount_time = start.elapsed();
-    let before = big.calls();
-    let start = Instant::now();
-    let value = std::fs::read(big.path("l3/m27/p11")).unwrap();
-    let read_time = start.elapsed();
-    assert_eq!(value, VALUE.as_bytes());
-    let read_calls = big.calls() - before;
-    let fetches = fetches_in(&std::fs::read_to_string(&log).unwrap());
-    let direct_time = replay(&moto, "/big", &fetches);
-    let ratio = read_time.as_secs_f64() / direct_time.as_secs_f64();
-    rows.push(Row {
-        name: "4. cold first byte, 3 levels down a 10,000-parameter tree",
-        target: "live < 1 s; <= 4 calls; <= 2x the same calls made directly",
-        measured: format!(
-            "live in {:.2} s; {read_calls} calls; {ratio:.2}x ({:.0} ms vs {:.0} ms)",
-            mount_time.as_secs_f64(),
-            read_time.as_secs_f64() * 1e3,
-            direct_time.as_secs_f64() * 1e3
-        ),
-        ok: mount_time < Duration::from_secs(1) && read_calls <= 4 && ratio <= 2.0,
-        json: json!({"mount_s": mount_time.as_secs_f64(), "calls": read_calls,
-                     "read_s": read_time.as_secs_f64(), "direct_s": direct_time.as_secs_f64(),
-                     "fetches": fetches}),
-    });
+    let wide_moto = Moto::start();
+    eprintln!("bench: seeding a second 10,000-parameter tree (100 directories of 100)");
+    seed(
+        &wide_moto,
+        (0..100).flat_map(|d| {
+            (0..100).map(move |p| (format!("/wide/a{d:03}/p{p:02}"), VALUE.to_string()))
+        }),
+    );
+    let (_, first) = first_byte(&wide_moto, "/wide", "a057/p42");
+    rows.push(first.row("4b. cold first byte, 2 levels down a 10,000-parameter tree (100 x 100)"));
+    drop(wide_moto);
 
     // 5: listing a 20-entry directory of the big tree.
     let before = big.calls();
@@ -216,6 +198,11 @@ fn main() {
         json: json!({"peers": peers, "ssmfs_cold_s": cold_s, "ssmfs_cold_calls": cold_calls,
                      "ssmfs_warm_s": warm_s, "ssmfs_warm_calls": warm_calls}),
     });
+
+    // 9: cold reads of a whole tree, file by file, on several shapes, against ssm-cache.
+    for shape in SHAPES {
+        rows.push(cold_tree(root, shape));
+    }
 
     print_table(&rows);
     let doc = json!({
@@ -297,10 +284,27 @@ fn fetches_in(log: &str) -> Vec<(String, String)> {
 fn replay(moto: &Moto, source: &str, fetches: &[(String, String)]) -> Duration {
     let c = &moto.client;
     let start = Instant::now();
+    // Where each listing left off, for the pages that go on with it.
+    let mut tokens = std::collections::HashMap::new();
     rt().block_on(async {
         for (kind, path) in fetches {
             let full = format!("{source}/{path}");
             match kind.as_str() {
+                "Page" => {
+                    let out = c
+                        .get_parameters_by_path()
+                        .path(&full)
+                        .recursive(true)
+                        .with_decryption(true)
+                        .max_results(10)
+                        .set_next_token(tokens.remove(path))
+                        .send()
+                        .await
+                        .unwrap();
+                    if let Some(t) = out.next_token {
+                        tokens.insert(path.clone(), t);
+                    }
+                }
                 "Get" => {
                     let _ = c
                         .get_parameter()
@@ -309,7 +313,7 @@ fn replay(moto: &Moto, source: &str, fetches: &[(String, String)]) -> Duration {
                         .send()
                         .await;
                 }
-                "Probe" | "Sweep" | "Files" => {
+                "Probe" | "Sweep" | "Files" | "Renew" => {
                     let mut token = None;
                     loop {
                         let out = c
@@ -326,6 +330,9 @@ fn replay(moto: &Moto, source: &str, fetches: &[(String, String)]) -> Duration {
                         let stop =
                             kind == "Probe" && !out.parameters.unwrap_or_default().is_empty();
                         if token.is_none() || stop {
+                            if let Some(t) = token.filter(|_| stop) {
+                                tokens.insert(path.clone(), t);
+                            }
                             break;
                         }
                     }
@@ -335,6 +342,144 @@ fn replay(moto: &Moto, source: &str, fetches: &[(String, String)]) -> Duration {
         }
     });
     start.elapsed()
+}
+
+/// What row 4 measures: a cold read of one file on a fresh mount.
+struct FirstByte {
+    mount_s: f64,
+    calls: u64,
+    read_s: f64,
+    direct_s: f64,
+    fetches: Vec<(String, String)>,
+}
+
+impl FirstByte {
+    fn row(self, name: &'static str) -> Row {
+        let ratio = self.read_s / self.direct_s;
+        Row {
+            name,
+            target: "live < 1 s; <= 4 calls; <= 1.2x the same calls made directly",
+            measured: format!(
+                "live in {:.2} s; {} calls; {ratio:.2}x ({:.0} ms vs {:.0} ms)",
+                self.mount_s,
+                self.calls,
+                self.read_s * 1e3,
+                self.direct_s * 1e3
+            ),
+            ok: self.mount_s < 1.0 && self.calls <= 4 && ratio <= 1.2,
+            json: json!({"mount_s": self.mount_s, "calls": self.calls, "read_s": self.read_s,
+                         "direct_s": self.direct_s, "fetches": self.fetches}),
+        }
+    }
+}
+
+/// Mounts `source` with a debug log, reads `path` once, and replays the logged fetches directly.
+fn first_byte(moto: &Moto, source: &str, path: &str) -> (Mount, FirstByte) {
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("first.log");
+    let log_arg = log.to_str().unwrap().to_string();
+    let start = Instant::now();
+    let m = Mount::start(
+        moto,
+        source,
+        &["--log-level", "debug", "--log-file", &log_arg],
+    );
+    let mount_s = start.elapsed().as_secs_f64();
+    let before = m.calls();
+    let start = Instant::now();
+    let value = std::fs::read(m.path(path)).unwrap();
+    let read_s = start.elapsed().as_secs_f64();
+    assert_eq!(value, VALUE.as_bytes());
+    let calls = m.calls() - before;
+    let fetches = fetches_in(&std::fs::read_to_string(&log).unwrap());
+    let direct_s = replay(moto, source, &fetches).as_secs_f64();
+    (
+        m,
+        FirstByte {
+            mount_s,
+            calls,
+            read_s,
+            direct_s,
+            fetches,
+        },
+    )
+}
+
+/// Tree shapes for the cold reads of row 9: about 1,000 parameters each.
+const SHAPES: [&str; 4] = [
+    "ten directories of 100",
+    "forty directories of 25, two levels deep",
+    "deep and narrow: five chains ten levels deep, 20 files at each level",
+    "wide and flat: one directory of 1,000",
+];
+
+/// The parameters of a shape, by path below the source, in the order they are created.
+fn shape_names(shape: &str) -> Vec<String> {
+    match shape {
+        s if s.starts_with("ten") => (0..10)
+            .flat_map(|d| (0..100).map(move |f| format!("d{d}/f{f:03}")))
+            .collect(),
+        s if s.starts_with("forty") => (0..4)
+            .flat_map(|t| {
+                (0..10).flat_map(move |s| (0..25).map(move |f| format!("t{t}/s{s}/f{f:02}")))
+            })
+            .collect(),
+        s if s.starts_with("deep") => (0..5)
+            .flat_map(|c| {
+                (1..=10).flat_map(move |depth| {
+                    let dir: Vec<String> = (0..depth).map(|l| format!("c{c}l{l}")).collect();
+                    let dir = dir.join("/");
+                    (0..20).map(move |f| format!("{dir}/f{f:02}"))
+                })
+            })
+            .collect(),
+        _ => (0..1000).map(|f| format!("f{f:04}")).collect(),
+    }
+}
+
+/// Row 9 for one shape: a fresh moto holding only that tree; ssm-cache's recursive group fetch
+/// of it (the floor: the pages of one sweep); then ssmfs with its default options, mounted
+/// fresh and every file read once by path, in the order created and shuffled.
+fn cold_tree(root: &Path, shape: &'static str) -> Row {
+    eprintln!("bench: cold reads of {shape}");
+    let moto = Moto::start();
+    let mut names = shape_names(shape);
+    seed(
+        &moto,
+        names
+            .iter()
+            .map(|n| (format!("/cold/{n}"), VALUE.to_string())),
+    );
+    let peer = peers_at(root, &moto, "/cold", 0);
+    let cache_s = peer["ssm_cache_seconds"].as_f64().unwrap();
+    let floor = peer["ssm_cache_calls"].as_u64().unwrap();
+    let read_all = |names: &[String]| {
+        let start = Instant::now();
+        let m = Mount::start(&moto, "/cold", &[]);
+        for n in names {
+            assert_eq!(std::fs::read(m.path(n)).unwrap(), VALUE.as_bytes(), "{n}");
+        }
+        (m.calls(), start.elapsed().as_secs_f64())
+    };
+    let (calls, secs) = read_all(&names);
+    fastrand::seed(7);
+    fastrand::shuffle(&mut names);
+    let (shuffled_calls, shuffled_secs) = read_all(&names);
+    let ratio = calls as f64 / floor as f64;
+    let time = secs / cache_s;
+    Row {
+        name: shape,
+        target: "9. cold read of every file (1,000): calls <= 1.5x the floor, time <= ssm-cache",
+        measured: format!(
+            "in order: {calls} calls = {ratio:.2}x, {secs:.2} s = {time:.2}x ssm-cache ({cache_s:.2} s, {floor} calls); \
+             shuffled: {shuffled_calls} calls = {:.2}x, {:.2}x ssm-cache",
+            shuffled_calls as f64 / floor as f64,
+            shuffled_secs / cache_s
+        ),
+        ok: ratio <= 1.5 && time <= 1.0,
+        json: json!({"floor_calls": floor, "ssm_cache_s": cache_s, "calls": calls, "seconds": secs,
+                     "shuffled_calls": shuffled_calls, "shuffled_seconds": shuffled_secs}),
+    }
 }
 
 /// Lists every directory and reads every file below `dir`; returns the number of files.
@@ -368,10 +513,15 @@ fn rss_kb(pid: i32) -> u64 {
 }
 
 fn peers(root: &Path, moto: &Moto) -> serde_json::Value {
+    peers_at(root, moto, "/hot", 20)
+}
+
+/// ssm-cache's group fetch of `base`, and `cli_reads` reads with the AWS CLI (bench/peers.py).
+fn peers_at(root: &Path, moto: &Moto, base: &str, cli_reads: usize) -> serde_json::Value {
     let python = root.join(".venv/bin/python");
     let out = Command::new(python)
         .arg(root.join("bench/peers.py"))
-        .args([&moto.url(), "/hot", "20"])
+        .args([&moto.url(), base, &cli_reads.to_string()])
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_DEFAULT_REGION", "us-east-1")
