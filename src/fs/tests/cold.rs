@@ -101,3 +101,21 @@ async fn a_tree_read_at_random_costs_at_most_about_twice_its_sweep() {
         );
     }
 }
+
+/// A forced refresh lists anew: it does not finish a sweep in progress that started before it.
+#[tokio::test]
+async fn a_forced_refresh_does_not_finish_an_older_sweep() {
+    let b = MemoryBackend::new();
+    for f in 0..100 {
+        b.put(&format!("/t/f{f:03}"), Str, "v");
+    }
+    let fs = started(&b, "/t", LONG).await;
+    for f in 0..50 {
+        cat(&fs, &format!("f{f:03}")).await.unwrap();
+    }
+    assert_eq!(b.total_calls(), 5, "the first five pages");
+    b.put("/t/f000", Str, "new");
+    fs.refresh("").await.unwrap();
+    assert_eq!(b.total_calls(), 5 + 10, "all ten pages, anew");
+    assert_eq!(cat(&fs, "f000").await.unwrap(), b"new");
+}

@@ -83,8 +83,8 @@ impl Tree {
     }
 
     /// Drops the sweeps at or below `top` that a complete listing of `top` started at `at`
-    /// makes pointless.
-    pub(super) fn drop_partials(&mut self, top: &str, at: Instant) {
+    /// makes pointless, or that a refresh asked for at `at` must not go on with.
+    pub fn drop_partials(&mut self, top: &str, at: Instant) {
         if !self.partials.is_empty() {
             self.partials
                 .retain(|dir, p| !(in_subtree(top, dir) && p.started <= at));
