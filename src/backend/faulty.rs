@@ -127,6 +127,10 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         self.inner.gets_every_name()
     }
 
+    fn page_size(&self) -> usize {
+        self.inner.page_size()
+    }
+
     async fn list(
         &self,
         path: &str,

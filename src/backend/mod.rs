@@ -303,6 +303,11 @@ pub trait Backend: Send + Sync + 'static {
     fn gets_every_name(&self) -> bool {
         true
     }
+
+    /// The most a page of a listing holds: what a page of a sweep brings, at best.
+    fn page_size(&self) -> usize {
+        10
+    }
 }
 
 #[cfg(test)]

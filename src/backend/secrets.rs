@@ -240,6 +240,10 @@ impl Backend for SecretsBackend {
         !self.expand_json
     }
 
+    fn page_size(&self) -> usize {
+        LIST_PAGE as usize
+    }
+
     /// One page of the secrets at or below `path`, with their values. The secret named `path`
     /// itself is included: its JSON keys are entries of the directory `path`.
     async fn list(

@@ -31,7 +31,7 @@ impl<B: Backend> Fs<B> {
     pub async fn refresh(&self, dir: &str) -> Result<(), Error> {
         let asked = Instant::now();
         // A sweep in progress is older than the refresh: it is begun anew, not gone on with.
-        self.core.lock().unwrap().tree.drop_partials(dir, asked);
+        self.core.lock().unwrap().tree.forget_partials(dir, asked);
         self.fetch(Fetch::Sweep(dir.to_string()), Some(asked), None)
             .await?;
         // Labels under the directory are asked again at their next lookup; what a label fetch

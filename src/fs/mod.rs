@@ -108,8 +108,8 @@ struct Clock {
     since: Instant,
     stale_ok: bool,
     max_stale: Option<Duration>,
-    /// The request has fetched a page of a sweep in progress, or must not (refresh ahead):
-    /// what it still lacks is asked for by name.
+    /// The request has fetched a page of a sweep in progress or renewed a directory, or must
+    /// not (refresh ahead): what it still lacks is asked for by name.
     paged: bool,
 }
 
@@ -266,6 +266,7 @@ impl<B: Backend> Fs<B> {
         Planner {
             config: &self.config,
             gets_every_name: self.backend.gets_every_name(),
+            page: self.backend.page_size(),
         }
     }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::inodes::{Ino, Inodes, Node};
-use super::refresher::{Fetch, PAGE};
+use super::refresher::Fetch;
 use super::tree::{join, Cached, Fresh, Tree};
 use super::Config;
 use crate::backend::BackendError;
@@ -51,6 +51,8 @@ pub struct Planner<'a> {
     pub config: &'a Config,
     /// Whether `GetParameter` answers for every name a listing shows (see the backend).
     pub gets_every_name: bool,
+    /// The most a page of a listing holds (see the backend).
+    pub page: usize,
 }
 
 impl Planner<'_> {
@@ -98,14 +100,18 @@ impl Planner<'_> {
                 // whether it is a directory too would cost a call per file. (A parameter that is
                 // also a path prefix shows as a directory once something below it is seen.)
                 let file = tree.file(&path, n, fresh(&path));
-                let is_dir = is_dir.or_else(|| matches!(file, Some(Some(_))).then_some(false));
+                let below = tree.dir(&path).is_some_and(|d| d.subdirs.contains(n));
+                let is_dir =
+                    is_dir.or_else(|| (!below && matches!(file, Some(Some(_)))).then_some(false));
                 match is_dir {
                     // A known directory, listed before and small: its own sweep says whether it
                     // still exists and refreshes everything in it.
                     None if tree.dir(&child).is_some() && tree.is_small(&child, SMALL_SUBTREE) => {
                         return Plan::Need(Fetch::Sweep(child))
                     }
-                    None if Self::renews(tree, &child) => return Plan::Need(Fetch::Renew(child)),
+                    None if may_page && self.renews(tree, &child) => {
+                        return Plan::Need(Fetch::Renew(child))
+                    }
                     None if self.sweep_instead(tree, &path) => {
                         return Plan::Need(Fetch::Sweep(path))
                     }
@@ -204,9 +210,9 @@ impl Planner<'_> {
     /// refreshed by listing it again as far as it was known: it holds more than a page, so its
     /// readers cost fewer calls that way than a call per name, and not more than a small
     /// subtree, so the pages are few.
-    fn renews(tree: &Tree, dir: &str) -> bool {
+    fn renews(&self, tree: &Tree, dir: &str) -> bool {
         tree.dir(dir).is_some_and(|d| d.listed_at.is_none())
-            && (PAGE + 1..=SMALL_SUBTREE).contains(&tree.known_files(dir, SMALL_SUBTREE + 1))
+            && (self.page + 1..=SMALL_SUBTREE).contains(&tree.known_files(dir, SMALL_SUBTREE + 1))
     }
 
     /// Whether what is known directly in `dir` is mostly files.
@@ -236,7 +242,7 @@ impl Planner<'_> {
                 }
             }
             let stale = tree.dir(dir).is_some_and(|d| d.files.contains_key(name));
-            if stale && Self::renews(tree, dir) {
+            if may_page && stale && self.renews(tree, dir) {
                 return Fetch::Renew(dir.to_string());
             }
         }

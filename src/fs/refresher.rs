@@ -39,9 +39,6 @@ const MAX_ROUNDS: usize = 8;
 /// within it, so values stay within max-age; a slow AWS costs readers this much at most, and
 /// the refresh goes on in the background and is applied when it lands.
 pub const REFRESH_WAIT: Duration = Duration::from_millis(80);
-/// The most a page of a listing holds (GetParametersByPath's limit; ListSecrets pages are
-/// cut to match).
-pub const PAGE: usize = 10;
 
 /// The fetches the core makes, each keyed for single-flight.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -161,7 +158,9 @@ impl<B: Backend> Fs<B> {
                     .unwrap_or_else(|| BackendError::Unavailable("AWS failed".to_string()));
                 return Err(Error::Backend(err));
             }
-            let paging = matches!(need, Fetch::Page(_));
+            // A page or a renewal is tried once per request; what it did not bring is asked for
+            // by name.
+            let paging = matches!(need, Fetch::Page(_) | Fetch::Renew(_));
             let held = !clock.stale_ok && {
                 let core = self.core.lock().unwrap();
                 let any_age = Clock {
@@ -408,7 +407,7 @@ impl<B: Backend> Fs<B> {
             }
             Fetch::Renew(dir) => {
                 let known = self.core.lock().unwrap().tree.known_files(dir, usize::MAX);
-                let budget = known.div_ceil(PAGE) + 1;
+                let budget = known.div_ceil(self.backend.page_size()) + 1;
                 let (params, token) = self
                     .list_pages(&source.full_name(dir), true, None, budget)
                     .await?;

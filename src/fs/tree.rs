@@ -213,6 +213,9 @@ pub struct Tree {
     removed: HashSet<String>,
     /// Recursive listings in progress, fetched a page at a time (see [`partial`]).
     partials: HashMap<String, partial::Partial>,
+    /// Sweeps in progress that started before this instant are not kept: a forced refresh
+    /// was asked for after they started.
+    partials_floor: Option<Instant>,
 }
 
 impl Tree {
@@ -230,6 +233,7 @@ impl Tree {
             selectors_floor: None,
             removed: HashSet::new(),
             partials: HashMap::new(),
+            partials_floor: None,
         }
     }
 

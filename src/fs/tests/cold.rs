@@ -119,3 +119,43 @@ async fn a_forced_refresh_does_not_finish_an_older_sweep() {
     assert_eq!(b.total_calls(), 5 + 10, "all ten pages, anew");
     assert_eq!(cat(&fs, "f000").await.unwrap(), b"new");
 }
+
+/// A stale name in a directory known from pages is renewed once per lookup: when the renewal
+/// does not bring it (it was deleted), the name itself is asked, and the lookup settles.
+#[tokio::test(start_paused = true)]
+async fn a_renewal_is_tried_once_per_lookup() {
+    let b = MemoryBackend::new();
+    for f in 0..200 {
+        b.put(&format!("/t/d/f{f:03}"), Str, "v");
+    }
+    let fs = started(&b, "/t", Duration::from_secs(60)).await;
+    for f in 0..21 {
+        cat(&fs, &format!("d/f{f:03}")).await.unwrap();
+    }
+    tokio::time::advance(Duration::from_secs(61)).await;
+    b.delete("/t/d/f005");
+    let before = b.total_calls();
+    assert_eq!(resolve(&fs, "d/f005").await.unwrap_err(), Error::NotFound);
+    // Three pages were known: the lookup of `d` renews it (four pages); the name's own lookup
+    // goes on with that sweep (a page), then asks for the name (absent), then whether it is a
+    // directory.
+    assert_eq!(b.total_calls() - before, 4 + 1 + 1 + 1);
+}
+
+/// A name that is both a directory and a parameter stays a directory when only its parameter
+/// was refreshed (the parameter is `NAME%`).
+#[tokio::test(start_paused = true)]
+async fn a_refreshed_parameter_does_not_hide_its_directory() {
+    let b = MemoryBackend::new();
+    for f in 0..150 {
+        b.put(&format!("/t/app/f{f:03}"), Str, "v");
+    }
+    b.put("/t/app/db", Str, "whole");
+    b.put("/t/app/db/x", Str, "x");
+    let fs = started(&b, "/t", Duration::from_secs(60)).await;
+    assert!(ls(&fs, "app").await.contains(&"db%".to_string()));
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert_eq!(cat(&fs, "app/db%").await.unwrap(), b"whole");
+    let entry = resolve(&fs, "app/db").await.unwrap();
+    assert_eq!(entry.attr.kind, Kind::Dir);
+}

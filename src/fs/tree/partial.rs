@@ -55,13 +55,14 @@ impl Tree {
         }
     }
 
-    /// Keeps a sweep of `dir` in progress, in place of any older one.
+    /// Keeps a sweep of `dir` in progress, in place of any older one; not one that started
+    /// before a forced refresh was asked for.
     pub fn keep_partial(&mut self, dir: &str, partial: Partial) {
-        if self
+        let older = self
             .partials
             .get(dir)
-            .is_some_and(|old| old.started > partial.started)
-        {
+            .is_some_and(|old| old.started > partial.started);
+        if older || self.partials_floor.is_some_and(|f| partial.started < f) {
             return;
         }
         if self.partials.len() >= MAX_PARTIALS && !self.partials.contains_key(dir) {
@@ -82,9 +83,18 @@ impl Tree {
         self.partials.remove(dir)
     }
 
+    /// Drops the sweeps at or below `top` that a refresh asked for at `at` must not go on with,
+    /// and refuses any that started before it and end later.
+    pub fn forget_partials(&mut self, top: &str, at: Instant) {
+        if self.partials_floor.is_none_or(|f| f < at) {
+            self.partials_floor = Some(at);
+        }
+        self.drop_partials(top, at);
+    }
+
     /// Drops the sweeps at or below `top` that a complete listing of `top` started at `at`
-    /// makes pointless, or that a refresh asked for at `at` must not go on with.
-    pub fn drop_partials(&mut self, top: &str, at: Instant) {
+    /// makes pointless.
+    pub(super) fn drop_partials(&mut self, top: &str, at: Instant) {
         if !self.partials.is_empty() {
             self.partials
                 .retain(|dir, p| !(in_subtree(top, dir) && p.started <= at));
