@@ -87,13 +87,8 @@ impl<B: Backend> Fs<B> {
             core.tree
                 .apply_sweep("", page.params, &self.config.source, at);
         } else if let Some(token) = page.next_token.filter(|_| self.config.recursive) {
-            let partial = Partial {
-                token,
-                started: at,
-                params: page.params.clone(),
-            };
-            core.tree.apply_seen(page.params, &self.config.source, at);
-            core.tree.keep_partial("", partial);
+            core.tree
+                .apply_partial("", page.params, token, &self.config.source, at);
         } else {
             core.tree.apply_seen(page.params, &self.config.source, at);
         }
@@ -417,16 +412,7 @@ impl<B: Backend> Fs<B> {
                         self.group_refreshed(&mut core, dir, true, params.len(), at);
                         core.tree.apply_sweep(dir, params, source, at)
                     }
-                    Some(token) => {
-                        let partial = Partial {
-                            token,
-                            started: at,
-                            params: params.clone(),
-                        };
-                        let changes = core.tree.apply_seen(params, source, at);
-                        core.tree.keep_partial(dir, partial);
-                        changes
-                    }
+                    Some(token) => core.tree.apply_partial(dir, params, token, source, at),
                 };
                 (core, changes)
             }

@@ -15,8 +15,9 @@
 
 use tokio::time::Instant;
 
-use super::{in_subtree, Fresh, Tree};
+use super::{in_subtree, Change, Fresh, Tree};
 use crate::backend::Param;
+use crate::names::Source;
 
 /// Sweeps in progress kept at most: each is a directory readers are going through.
 const MAX_PARTIALS: usize = 64;
@@ -76,6 +77,26 @@ impl Tree {
             }
         }
         self.partials.insert(dir.to_string(), partial);
+    }
+
+    /// Records the first pages of a recursive listing of `dir` that started at `at` and goes on
+    /// at `token`: what they hold is seen, and the listing is kept as a sweep in progress.
+    pub fn apply_partial(
+        &mut self,
+        dir: &str,
+        params: Vec<Param>,
+        token: String,
+        source: &Source,
+        at: Instant,
+    ) -> Vec<Change> {
+        let changes = self.apply_seen(params.clone(), source, at);
+        let partial = Partial {
+            token,
+            started: at,
+            params,
+        };
+        self.keep_partial(dir, partial);
+        changes
     }
 
     /// Takes the sweep in progress of `dir` out, to go on with it.
