@@ -131,6 +131,10 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         // With auto_inval_data the kernel drops a file's cached pages when a fresh GETATTR shows
         // a new mtime or size, so a value refreshed by TTL expiry is read anew.
         let _ = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA);
+        // Without it the kernel sends one lookup or readdir of a directory at a time: readers
+        // of different names in one directory would queue behind each other's fetches, and
+        // could never share a call. The core is safe for concurrent requests.
+        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
         Ok(())
     }
 

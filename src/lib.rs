@@ -6,6 +6,7 @@
 //! together for the binary.
 
 pub mod backend;
+pub mod batch;
 pub mod capped;
 pub mod content;
 pub mod error;

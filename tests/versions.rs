@@ -4,6 +4,9 @@ mod common;
 
 use std::io::ErrorKind;
 
+use std::time::Duration;
+
+use common::proxy::Proxy;
 use common::{set_xattr, ssmfs, xattr, xattr_names, Moto, Mount};
 
 fn versioned() -> Moto {
@@ -47,6 +50,54 @@ fn versions_and_labels_are_files() {
     // Where a directory shadows the parameter, selectors still name the parameter.
     assert_eq!(m.read("db:1"), b"first");
     assert_eq!(m.read("db%"), b"second");
+}
+
+/// moto answers GetParameters without the `Selector` field that AWS gives back: answers are
+/// matched on name and version.
+#[test]
+fn selectors_read_together_go_in_one_get_parameters() {
+    let moto = Moto::start();
+    for i in 0..10 {
+        let name = format!("/app/s{i}");
+        moto.put(&name, "SecureString", &format!("one {i}"));
+        moto.put(&name, "SecureString", &format!("two {i}"));
+        moto.label(&name, 1, "prod");
+    }
+    let proxy = Proxy::start(moto.port);
+    let m = Mount::start_at(&proxy.url(), "/app", &[]);
+    assert!(m.ls("").contains(&"s9".to_string()));
+    let read = |name: String| {
+        let path = m.path(&name);
+        std::thread::spawn(move || std::fs::read(path).unwrap())
+    };
+    // Each of the first two reads starts a call, and the proxy holds both: the other eight
+    // queue meanwhile, and leave together when a call ends.
+    proxy.delay(Some(Duration::from_secs(1)));
+    let first = [read("s0:1".to_string()), {
+        proxy.wait_in_flight(1);
+        read("s1:prod".to_string())
+    }];
+    proxy.wait_in_flight(2);
+    let rest: Vec<_> = (2..10)
+        .map(|i| {
+            read(if i % 2 == 0 {
+                format!("s{i}:2")
+            } else {
+                format!("s{i}:prod")
+            })
+        })
+        .collect();
+    for (i, reader) in first.into_iter().chain(rest).enumerate() {
+        let want = if i % 2 == 0 && i > 0 {
+            format!("two {i}")
+        } else {
+            format!("one {i}")
+        };
+        assert_eq!(reader.join().unwrap(), want.as_bytes(), "s{i}");
+    }
+    let calls = &m.stats()["api_calls"];
+    assert_eq!(calls["GetParameter"], 2, "{calls}");
+    assert_eq!(calls["GetParameters"], 1, "{calls}");
 }
 
 #[test]

@@ -153,6 +153,24 @@ impl<B: Backend> Backend for FaultyBackend<B> {
             })
             .await
     }
+
+    fn batch_size(&self) -> usize {
+        // Batched as SSM's GetParameters only when counted as SSM.
+        if self.get_op == Op::GetParameter {
+            self.inner.batch_size()
+        } else {
+            1
+        }
+    }
+
+    async fn get_many(&self, names: &[String]) -> Result<Vec<Option<Param>>, BackendError> {
+        self.calls
+            .call(Op::GetParameters, || async {
+                self.inject(Op::GetParameters).await?;
+                self.inner.get_many(names).await
+            })
+            .await
+    }
 }
 
 #[cfg(test)]

@@ -120,6 +120,26 @@ impl MemoryBackend {
     }
 }
 
+/// What GetParameter answers for `name`, which may end in a version or a label.
+fn find(inner: &Inner, name: &str) -> Option<Param> {
+    let Some((base, selector)) = name.split_once(':') else {
+        return inner.params.get(name).map(|s| to_param(name, s));
+    };
+    if !inner.params.contains_key(base) {
+        return None;
+    }
+    let version = match selector.parse::<i64>() {
+        Ok(v) => Some(v),
+        Err(_) => inner
+            .labels
+            .get(&(base.to_string(), selector.to_string()))
+            .copied(),
+    };
+    let history = inner.history.get(base);
+    let stored = version.and_then(|v| history?.iter().find(|s| s.version == v));
+    stored.map(|s| to_param(base, s))
+}
+
 fn to_param(name: &str, s: &Stored) -> Param {
     ssm_param(
         name.to_string(),
@@ -172,22 +192,17 @@ impl Backend for MemoryBackend {
 
     async fn get(&self, name: &str) -> Result<Option<Param>, BackendError> {
         self.enter(Op::GetParameter).await?;
+        Ok(find(&self.inner.lock().unwrap(), name))
+    }
+
+    fn batch_size(&self) -> usize {
+        10
+    }
+
+    async fn get_many(&self, names: &[String]) -> Result<Vec<Option<Param>>, BackendError> {
+        assert!(names.len() <= 10, "GetParameters takes at most 10 names");
+        self.enter(Op::GetParameters).await?;
         let inner = self.inner.lock().unwrap();
-        let Some((base, selector)) = name.split_once(':') else {
-            return Ok(inner.params.get(name).map(|s| to_param(name, s)));
-        };
-        if !inner.params.contains_key(base) {
-            return Ok(None);
-        }
-        let version = match selector.parse::<i64>() {
-            Ok(v) => Some(v),
-            Err(_) => inner
-                .labels
-                .get(&(base.to_string(), selector.to_string()))
-                .copied(),
-        };
-        let history = inner.history.get(base);
-        let stored = version.and_then(|v| history?.iter().find(|s| s.version == v));
-        Ok(stored.map(|s| to_param(base, s)))
+        Ok(names.iter().map(|name| find(&inner, name)).collect())
     }
 }

@@ -120,6 +120,7 @@ impl BackendError {
 pub enum Op {
     GetParametersByPath,
     GetParameter,
+    GetParameters,
     ListSecrets,
     BatchGetSecretValue,
     GetSecretValue,
@@ -130,6 +131,7 @@ impl Op {
         match self {
             Op::GetParametersByPath => "GetParametersByPath",
             Op::GetParameter => "GetParameter",
+            Op::GetParameters => "GetParameters",
             Op::ListSecrets => "ListSecrets",
             Op::BatchGetSecretValue => "BatchGetSecretValue",
             Op::GetSecretValue => "GetSecretValue",
@@ -297,6 +299,28 @@ pub trait Backend: Send + Sync + 'static {
     /// One value by its full name, which may end in a selector (`:3`, `:label`, a Secrets
     /// Manager stage or version id); `Ok(None)` when it or that version does not exist.
     fn get(&self, name: &str) -> impl Future<Output = Result<Option<Param>, BackendError>> + Send;
+
+    /// Several values by full name in one call (SSM: `GetParameters`), answered in the order
+    /// asked. At most [`Backend::batch_size`] names, each of a different parameter (a base name
+    /// appears once, with or without a selector): an answer is matched to its question by name.
+    /// Backends without such a call ask name by name.
+    fn get_many(
+        &self,
+        names: &[String],
+    ) -> impl Future<Output = Result<Vec<Option<Param>>, BackendError>> + Send {
+        async move {
+            let mut found = Vec::with_capacity(names.len());
+            for name in names {
+                found.push(self.get(name).await?);
+            }
+            Ok(found)
+        }
+    }
+
+    /// The most names [`Backend::get_many`] takes in one call; 1 when it has no call of its own.
+    fn batch_size(&self) -> usize {
+        1
+    }
 
     /// Whether `get` answers for every name a listing can show. When it cannot (the
     /// listing is filtered, or shows keys of JSON secrets), the core lists instead.

@@ -19,6 +19,8 @@ use crate::filter::{grouped, Filter};
 
 /// SSM's largest page for GetParametersByPath.
 const MAX_RESULTS: i32 = 10;
+/// The most names GetParameters takes.
+const MAX_NAMES: usize = 10;
 
 pub struct SsmBackend {
     client: Client,
@@ -96,6 +98,39 @@ impl Backend for SsmBackend {
         Ok(Page { params, next_token })
     }
 
+    fn batch_size(&self) -> usize {
+        MAX_NAMES
+    }
+
+    async fn get_many(&self, names: &[String]) -> Result<Vec<Option<Param>>, BackendError> {
+        let out = self
+            .calls
+            .call(Op::GetParameters, || async {
+                self.client
+                    .get_parameters()
+                    .set_names(Some(names.to_vec()))
+                    .with_decryption(self.decrypt)
+                    .send()
+                    .await
+                    .map_err(classify)
+            })
+            .await?;
+        // Names AWS does not know, or versions and labels it cannot find, are listed in
+        // InvalidParameters: they stay `None`.
+        let mut found: Vec<Option<Param>> = names.iter().map(|_| None).collect();
+        for p in out.parameters.unwrap_or_default() {
+            let asked = names.iter().position(|asked| {
+                p.name
+                    .as_deref()
+                    .is_some_and(|name| answers(asked, name, p.selector.as_deref(), p.version))
+            });
+            if let Some(i) = asked {
+                found[i] = convert(p);
+            }
+        }
+        Ok(found)
+    }
+
     async fn get(&self, name: &str) -> Result<Option<Param>, BackendError> {
         self.calls
             .call(Op::GetParameter, || async {
@@ -124,6 +159,31 @@ impl Backend for SsmBackend {
                 }
             })
             .await
+    }
+}
+
+/// Whether a parameter of GetParameters' answer, named `name` at `version`, answers the name
+/// `asked` (which may end in `:VERSION` or `:LABEL`). AWS names the parameter without the
+/// selector and gives the selector as asked (`:3`, `:prod`); moto leaves the selector out, so a
+/// version is matched on the answer's version, and a label on the name alone (a call asks for
+/// one version of a parameter at most).
+fn answers(asked: &str, name: &str, selector: Option<&str>, version: i64) -> bool {
+    let (base, wanted) = match asked.split_once(crate::names::SELECTOR) {
+        Some((base, wanted)) => (base, Some(wanted)),
+        None => (asked, None),
+    };
+    if base != name {
+        return false;
+    }
+    match (
+        wanted,
+        selector.and_then(|s| s.strip_prefix(crate::names::SELECTOR)),
+    ) {
+        (Some(wanted), Some(given)) => wanted == given,
+        (Some(wanted), None) => wanted
+            .parse::<i64>()
+            .map_or(true, |wanted| wanted == version),
+        (None, given) => given.is_none(),
     }
 }
 
@@ -192,6 +252,23 @@ mod tests {
     use crate::backend::canned::Canned;
 
     const JSON: (&str, &str) = ("Content-Type", "application/x-amz-json-1.1");
+
+    #[test]
+    fn answers_are_matched_to_names_with_or_without_the_selector() {
+        // As AWS answers: the selector given back.
+        assert!(answers("/a/b:3", "/a/b", Some(":3"), 3));
+        assert!(answers("/a/b:prod", "/a/b", Some(":prod"), 7));
+        assert!(!answers("/a/b:prod", "/a/b", Some(":test"), 7));
+        // As moto answers: no selector; a version must match, a label cannot be checked.
+        assert!(answers("/a/b:3", "/a/b", None, 3));
+        assert!(!answers("/a/b:3", "/a/b", None, 4));
+        assert!(answers("/a/b:prod", "/a/b", None, 7));
+        // Plain names.
+        assert!(answers("/a/b", "/a/b", None, 9));
+        assert!(!answers("/a/b", "/a/bc", None, 9));
+        assert!(!answers("/a/b", "/a/b", Some(":3"), 3));
+        assert!(!answers("/a/b:3", "/a/c", Some(":3"), 3));
+    }
 
     /// A 2xx answer that does not deserialize may hold a value: none of it reaches the error.
     #[tokio::test]

@@ -188,7 +188,12 @@ pub struct Fs<B> {
     config: Config,
     core: Mutex<Core>,
     flights: Flights<Fetch, BackendError>,
+    /// Names asked for at the same time go to AWS together.
+    batcher: crate::batch::Batcher,
     health: Mutex<Health>,
+    /// Refreshes still out that a request stopped waiting for: while any is, AWS is slow, and
+    /// requests that hold a value answer with it at once.
+    slow: std::sync::atomic::AtomicUsize,
     invalidator: OnceLock<Box<dyn Invalidator>>,
     stats: Stats,
     /// One line on what the mount last did (a group refreshed, an outage), for systemd's STATUS=.
@@ -212,7 +217,9 @@ impl<B: Backend> Fs<B> {
                 snapshots: 0,
             }),
             flights: Flights::default(),
+            batcher: Default::default(),
             health: Mutex::new(Health::default()),
+            slow: Default::default(),
             invalidator: OnceLock::new(),
             stats,
             status: tokio::sync::watch::Sender::new(String::new()),

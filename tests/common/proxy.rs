@@ -27,7 +27,7 @@ struct Shared {
     faults: Mutex<Faults>,
     requests: AtomicU64,
     in_flight: AtomicU64,
-    /// Signalled whenever a request has been answered.
+    /// Signalled whenever a request comes in and whenever one has been answered.
     answered: (Mutex<()>, std::sync::Condvar),
 }
 
@@ -47,7 +47,11 @@ impl Proxy {
             for client in listener.incoming().flatten() {
                 let shared = for_thread.clone();
                 std::thread::spawn(move || {
-                    shared.in_flight.fetch_add(1, Ordering::SeqCst);
+                    {
+                        let _lock = shared.answered.0.lock().unwrap();
+                        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+                        shared.answered.1.notify_all();
+                    }
                     let _ = serve(client, upstream, &shared);
                     let _lock = shared.answered.0.lock().unwrap();
                     shared.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -83,6 +87,19 @@ impl Proxy {
             .wait_timeout_while(guard, Duration::from_secs(30), |_| self.in_flight() > 0)
             .unwrap();
         assert!(!timeout.timed_out(), "requests still in flight after 30 s");
+    }
+
+    /// Returns once at least `n` requests are in flight (received, not yet answered).
+    pub fn wait_in_flight(&self, n: u64) {
+        let (lock, changed) = &self.shared.answered;
+        let guard = lock.lock().unwrap();
+        let (_guard, timeout) = changed
+            .wait_timeout_while(guard, Duration::from_secs(30), |_| self.in_flight() < n)
+            .unwrap();
+        assert!(
+            !timeout.timed_out(),
+            "fewer than {n} requests in flight after 30 s"
+        );
     }
 
     /// Requests received so far.

@@ -15,7 +15,7 @@ fn faulty(b: &MemoryBackend, max_age: Duration) -> Arc<Faulty> {
 }
 
 fn slow(fs: &Faulty, latency: Duration) {
-    for op in [Op::GetParametersByPath, Op::GetParameter] {
+    for op in [Op::GetParametersByPath, Op::GetParameter, Op::GetParameters] {
         fs.backend.latency(op, Some(latency));
     }
 }

@@ -560,6 +560,37 @@ async fn labels_follow_max_age_and_versions_do_not() {
 }
 
 #[tokio::test]
+async fn selectors_read_together_are_fetched_together() {
+    let b = sample();
+    for i in 0..12 {
+        b.put(&format!("/app/s{i}"), Str, "one");
+        b.put(&format!("/app/s{i}"), Str, "two");
+        b.label(&format!("/app/s{i}"), 2, "prod");
+    }
+    let fs = started(&b, "/app", LONG).await;
+    ls(&fs, "").await;
+    let before = b.total_calls();
+    let readers: Vec<_> = (0..12)
+        .map(|i| {
+            let fs = fs.clone();
+            let name = if i % 2 == 0 {
+                format!("s{i}:1")
+            } else {
+                format!("s{i}:prod")
+            };
+            tokio::spawn(async move { cat(&fs, &name).await.unwrap() })
+        })
+        .collect();
+    for (i, reader) in readers.into_iter().enumerate() {
+        let want: &[u8] = if i % 2 == 0 { b"one" } else { b"two" };
+        assert_eq!(reader.await.unwrap(), want);
+    }
+    // Ten names in the first call, the other two in the next.
+    assert_eq!(b.total_calls() - before, 2);
+    assert_eq!(b.calls(Op::GetParameters), 2);
+}
+
+#[tokio::test]
 async fn selectors_work_where_a_directory_shadows_the_parameter() {
     let b = sample();
     b.put("/app/db", Str, "v1");
@@ -705,6 +736,50 @@ async fn a_slow_aws_never_holds_up_a_held_value() {
         }
     }
     assert_eq!(value, b"new");
+}
+
+/// A slow AWS costs one `open` one wait in all, not one per path level: once a refresh has
+/// kept a request waiting, requests that hold a value answer at once until it lands.
+#[tokio::test(start_paused = true)]
+async fn a_slow_aws_costs_a_deep_read_one_wait() {
+    let b = sample();
+    b.put("/app/a/b/c/name", Str, "old");
+    let fs = started(&b, "/app", Duration::ZERO).await;
+    assert_eq!(cat(&fs, "a/b/c/name").await.unwrap(), b"old");
+    b.put("/app/a/b/c/name", Str, "new");
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let gate = b.hold_calls();
+    let start = tokio::time::Instant::now();
+    assert_eq!(cat(&fs, "a/b/c/name").await.unwrap(), b"old");
+    assert_eq!(
+        start.elapsed(),
+        REFRESH_WAIT,
+        "one wait for four lookups and a read"
+    );
+    // While the refresh is out, the next reads do not wait at all.
+    let start = tokio::time::Instant::now();
+    assert_eq!(cat(&fs, "a/b/c/name").await.unwrap(), b"old");
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    // Once AWS answers, the new value lands, and a later refresh is waited for again.
+    gate.add_permits(1000);
+    let mut value = Vec::new();
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+        value = cat(&fs, "a/b/c/name").await.unwrap();
+        if value == b"new" {
+            break;
+        }
+    }
+    assert_eq!(value, b"new");
+    while fs.slow.load(std::sync::atomic::Ordering::Acquire) > 0 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let gate = b.hold_calls();
+    let start = tokio::time::Instant::now();
+    assert_eq!(cat(&fs, "a/b/c/name").await.unwrap(), b"new");
+    assert_eq!(start.elapsed(), REFRESH_WAIT);
+    gate.add_permits(1000);
 }
 
 #[tokio::test]
