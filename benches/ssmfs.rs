@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::proxy::Proxy;
 use common::{rt, seed, Moto, Mount};
 use serde_json::json;
 
@@ -198,6 +199,11 @@ fn main() {
         json: json!({"peers": peers, "ssmfs_cold_s": cold_s, "ssmfs_cold_calls": cold_calls,
                      "ssmfs_warm_s": warm_s, "ssmfs_warm_calls": warm_calls}),
     });
+
+    // 10 to 12: a slow AWS, an expiry storm, selectors read together.
+    rows.push(slow_aws(&moto));
+    rows.push(expiry_storm(&moto));
+    rows.push(selectors(&moto));
 
     // 9: cold reads of a whole tree, file by file, on several shapes, against ssm-cache.
     for shape in SHAPES {
@@ -403,6 +409,113 @@ fn first_byte(moto: &Moto, source: &str, path: &str) -> (Mount, FirstByte) {
             fetches,
         },
     )
+}
+
+/// Row 10: every call takes 5 s; reads of held, expired values 3 levels and 1 level down, in
+/// that order.
+fn slow_aws(moto: &Moto) -> Row {
+    seed(
+        moto,
+        ["/slow/a/b/c/name", "/slow/x/name"]
+            .iter()
+            .map(|n| (n.to_string(), VALUE.to_string())),
+    );
+    let proxy = Proxy::start(moto.port);
+    let m = Mount::start_at(&proxy.url(), "/slow", &["--max-age", "1"]);
+    for path in ["a/b/c/name", "x/name"] {
+        assert_eq!(std::fs::read(m.path(path)).unwrap(), VALUE.as_bytes());
+    }
+    // Past the max age: what the kernel and ssmfs hold is stale.
+    std::thread::sleep(Duration::from_millis(1100));
+    proxy.delay(Some(Duration::from_secs(5)));
+    let timed = |path: &str| {
+        let start = Instant::now();
+        assert_eq!(std::fs::read(m.path(path)).unwrap(), VALUE.as_bytes());
+        start.elapsed().as_secs_f64()
+    };
+    let deep = timed("a/b/c/name");
+    let shallow = timed("x/name");
+    proxy.delay(None);
+    proxy.wait_idle();
+    Row {
+        name: "10. slow AWS (5 s a call): read a held, expired value 3 levels down, then another 1 level down",
+        target: "<= 100 ms each (one wait per open at most)",
+        measured: format!("{:.0} ms; {:.0} ms", deep * 1e3, shallow * 1e3),
+        ok: deep <= 0.1 && shallow <= 0.1,
+        json: json!({"deep_s": deep, "shallow_s": shallow}),
+    }
+}
+
+/// Row 11: 256 readers at once of the 40 files of a directory that has expired, on a mount.
+fn expiry_storm(moto: &Moto) -> Row {
+    seed(
+        moto,
+        (0..40).map(|i| (format!("/storm/f{i:02}"), VALUE.to_string())),
+    );
+    let m = Mount::start(moto, "/storm", &["--max-age", "1"]);
+    for i in 0..40 {
+        std::fs::read(m.path(&format!("f{i:02}"))).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    let before = m.calls();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(256));
+    let readers: Vec<_> = (0..256)
+        .map(|i| {
+            let (path, barrier) = (m.path(&format!("f{:02}", i % 40)), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                std::fs::read(path).unwrap()
+            })
+        })
+        .collect();
+    for r in readers {
+        assert_eq!(r.join().unwrap(), VALUE.as_bytes());
+    }
+    let calls = m.calls() - before;
+    Row {
+        name: "11. expiry storm: 256 readers at once of the 40 files of an expired directory",
+        target: "one refresh of the directory: 4 pages (+1 empty page from moto)",
+        measured: format!("{calls} calls"),
+        ok: calls <= 5,
+        json: json!({"calls": calls}),
+    }
+}
+
+/// Row 12: 40 readers at once of `NAME:1` for 40 parameters of one directory.
+fn selectors(moto: &Moto) -> Row {
+    for value in ["first", "second"] {
+        seed(
+            moto,
+            (0..40).map(move |i| (format!("/sel/s{i:02}"), value.to_string())),
+        );
+    }
+    let m = Mount::start(moto, "/sel", &[]);
+    assert_eq!(m.ls("").iter().filter(|n| n.starts_with('s')).count(), 40);
+    let before = m.calls();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(40));
+    let readers: Vec<_> = (0..40)
+        .map(|i| {
+            let (path, barrier) = (m.path(&format!("s{i:02}:1")), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                std::fs::read(path).unwrap()
+            })
+        })
+        .collect();
+    for r in readers {
+        assert_eq!(r.join().unwrap(), b"first");
+    }
+    let calls = m.calls() - before;
+    let batched = m.stats()["api_calls"]["GetParameters"]
+        .as_u64()
+        .unwrap_or(0);
+    Row {
+        name: "12. selectors: 40 readers at once of NAME:1, one per parameter",
+        target: "batched GetParameters of up to 10 names: <= 6 calls (not 40)",
+        measured: format!("{calls} calls ({batched} GetParameters)"),
+        ok: calls <= 6,
+        json: json!({"calls": calls, "get_parameters": batched}),
+    }
 }
 
 /// Tree shapes for the cold reads of row 9: about 1,000 parameters each.
