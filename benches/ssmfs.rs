@@ -204,6 +204,7 @@ fn main() {
     rows.push(slow_aws(&moto));
     rows.push(expiry_storm(&moto));
     rows.push(selectors(&moto));
+    rows.push(secrets_at_scale());
 
     // 9: cold reads of a whole tree, file by file, on several shapes, against ssm-cache.
     for shape in SHAPES {
@@ -515,6 +516,41 @@ fn selectors(moto: &Moto) -> Row {
         measured: format!("{calls} calls ({batched} GetParameters)"),
         ok: calls <= 6,
         json: json!({"calls": calls, "get_parameters": batched}),
+    }
+}
+
+/// Row 13: a Secrets Manager prefix of 100 secrets (ten directories of ten), read whole cold,
+/// then refreshed with nothing changed.
+fn secrets_at_scale() -> Row {
+    let moto = Moto::start();
+    let client = moto.secrets_client();
+    rt().block_on(async {
+        for d in 0..10 {
+            for s in 0..10 {
+                client
+                    .create_secret()
+                    .name(format!("scale/d{d}/s{s}"))
+                    .secret_string(VALUE)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    let m = Mount::start(&moto, "secretsmanager:scale/", &[]);
+    let before = m.calls();
+    assert_eq!(walk(&m.path("")), 100);
+    let cold = m.calls() - before;
+    let before = m.calls();
+    m.refresh("").unwrap();
+    let refresh = m.calls() - before;
+    let ops = m.stats()["api_calls"].clone();
+    Row {
+        name: "13. Secrets Manager: 100 secrets (10 x 10), read whole cold, then refreshed",
+        target: "cold <= 1 ListSecrets + 5 BatchGetSecretValue (+1); refresh 1 ListSecrets",
+        measured: format!("cold {cold} calls; refresh {refresh} calls; in all {ops}"),
+        ok: cold <= 7 && refresh <= 1,
+        json: json!({"cold": cold, "refresh": refresh, "ops": ops}),
     }
 }
 

@@ -11,15 +11,19 @@
 //! together), because an answer names its parameter, not always the selector it was asked by;
 //! every queued name is answered, by its own asker's call or by another's; a lone name is
 //! asked for with `GetParameter`, so that it costs what it cost before; a batched call denied
-//! as a whole is asked again name by name, so that one unreadable name never fails the others.
+//! as a whole is asked again name by name, so that one unreadable name never fails the others,
+//! and when names denied together are readable alone (a policy without `ssm:GetParameters`),
+//! batching stops for the life of the mount, with one line in the log.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{oneshot, Notify};
 
 use crate::backend::{Backend, BackendError, Param};
 use crate::names::SELECTOR;
 use crate::sync::Mutex;
+use tracing::warn;
 
 /// Calls in flight at once: a crowd waits for one of them to end, then leaves together.
 pub const MAX_SENDING: usize = 2;
@@ -44,6 +48,8 @@ pub struct Batcher {
     state: Mutex<State>,
     /// Rung when a call ends: the askers still queued try again.
     ended: Notify,
+    /// Set when batched calls are denied while names alone are not: names go one by one.
+    unbatched: AtomicBool,
 }
 
 impl Batcher {
@@ -51,7 +57,7 @@ impl Batcher {
     /// names asked for at the same time.
     pub async fn get<B: Backend>(&self, backend: &B, name: &str) -> Answer {
         let size = backend.batch_size();
-        if size <= 1 {
+        if size <= 1 || self.unbatched.load(Ordering::Relaxed) {
             return backend.get(name).await;
         }
         let (answer, answered) = oneshot::channel();
@@ -89,7 +95,7 @@ impl Batcher {
                 Next::Send(batch) => {
                     queued.id = 0;
                     let _sending = Sending(self);
-                    send(backend, batch).await;
+                    self.send(backend, batch).await;
                     break;
                 }
                 Next::Taken => {
@@ -140,30 +146,40 @@ fn base(name: &str) -> &str {
     name.split_once(SELECTOR).map_or(name, |(base, _)| base)
 }
 
-/// Asks AWS for a batch and answers each of its askers.
-async fn send<B: Backend>(backend: &B, batch: Vec<Asked>) {
-    if let [_] = batch.as_slice() {
-        let asked = batch.into_iter().next().expect("one");
-        let _ = asked.answer.send(backend.get(&asked.name).await);
-        return;
-    }
-    let names: Vec<String> = batch.iter().map(|a| a.name.clone()).collect();
-    match backend.get_many(&names).await {
-        Ok(found) => {
-            for (asked, found) in batch.into_iter().zip(found) {
-                let _ = asked.answer.send(Ok(found));
-            }
+impl Batcher {
+    /// Asks AWS for a batch and answers each of its askers.
+    async fn send<B: Backend>(&self, backend: &B, batch: Vec<Asked>) {
+        if let [_] = batch.as_slice() {
+            let asked = batch.into_iter().next().expect("one");
+            let _ = asked.answer.send(backend.get(&asked.name).await);
+            return;
         }
-        Err(err) if !err.is_transient() => {
-            // Denied as a whole (one name the caller may not read denies the call): each name
-            // is asked for alone, and fails or succeeds on its own.
-            for asked in batch {
-                let _ = asked.answer.send(backend.get(&asked.name).await);
+        let names: Vec<String> = batch.iter().map(|a| a.name.clone()).collect();
+        match backend.get_many(&names).await {
+            Ok(found) => {
+                for (asked, found) in batch.into_iter().zip(found) {
+                    let _ = asked.answer.send(Ok(found));
+                }
             }
-        }
-        Err(err) => {
-            for asked in batch {
-                let _ = asked.answer.send(Err(err.clone()));
+            Err(err) if !err.is_transient() => {
+                // Denied as a whole (one name the caller may not read denies the call, and so
+                // does a policy without the batched action): each name is asked for alone, and
+                // fails or succeeds on its own.
+                let mut readable = false;
+                for asked in batch {
+                    let found = backend.get(&asked.name).await;
+                    readable |= found.is_ok();
+                    let _ = asked.answer.send(found);
+                }
+                if readable && !self.unbatched.swap(true, Ordering::Relaxed) {
+                    warn!(error = %err, "names asked for together are refused, but not alone: \
+                        fetching names one by one from now on (allow ssm:GetParameters to batch them)");
+                }
+            }
+            Err(err) => {
+                for asked in batch {
+                    let _ = asked.answer.send(Err(err.clone()));
+                }
             }
         }
     }
@@ -343,6 +359,14 @@ mod tests {
         assert_eq!(
             (calls.get(Op::GetParameters), calls.get(Op::GetParameter)),
             (1, 3)
+        );
+        // Readable alone, refused together (a policy without ssm:GetParameters): batching
+        // stops, and no more calls are refused.
+        let values = crowd(&b, &batcher, &["/p/0:2", "/p/1:1"]).await;
+        assert_eq!(values, ["v2", "v1"]);
+        assert_eq!(
+            (calls.get(Op::GetParameters), calls.get(Op::GetParameter)),
+            (1, 5)
         );
     }
 

@@ -72,7 +72,7 @@ fn selectors_read_together_go_in_one_get_parameters() {
     };
     // Each of the first two reads starts a call, and the proxy holds both: the other eight
     // queue meanwhile, and leave together when a call ends.
-    proxy.delay(Some(Duration::from_secs(1)));
+    proxy.delay(Some(Duration::from_secs(2)));
     let first = [read("s0:1".to_string()), {
         proxy.wait_in_flight(1);
         read("s1:prod".to_string())

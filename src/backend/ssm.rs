@@ -118,15 +118,27 @@ impl Backend for SsmBackend {
         // Names AWS does not know, or versions and labels it cannot find, are listed in
         // InvalidParameters: they stay `None`.
         let mut found: Vec<Option<Param>> = names.iter().map(|_| None).collect();
+        let mut unmatched = 0;
         for p in out.parameters.unwrap_or_default() {
             let asked = names.iter().position(|asked| {
                 p.name
                     .as_deref()
                     .is_some_and(|name| answers(asked, name, p.selector.as_deref(), p.version))
             });
-            if let Some(i) = asked {
-                found[i] = convert(p);
+            match asked {
+                Some(i) => found[i] = convert(p),
+                None => {
+                    // Its value is zeroed as it goes.
+                    drop(convert(p));
+                    unmatched += 1;
+                }
             }
+        }
+        if unmatched > 0 {
+            // Some name may be missing for this reason: none is taken for absent.
+            return Err(BackendError::Other(format!(
+                "GetParameters answered {unmatched} parameter(s) that match no name asked for"
+            )));
         }
         Ok(found)
     }
@@ -252,6 +264,19 @@ mod tests {
     use crate::backend::canned::Canned;
 
     const JSON: (&str, &str) = ("Content-Type", "application/x-amz-json-1.1");
+
+    /// An answer that matches no name asked for fails the call: no name is taken for absent,
+    /// and the value goes nowhere.
+    #[tokio::test]
+    async fn an_answer_for_a_name_not_asked_for_fails_the_call() {
+        let body = r#"{"Parameters":[{"Name":"/other","Type":"String","Value":"hunter2","Version":1}],"InvalidParameters":[]}"#;
+        let canned = Canned::start(200, &[JSON], body).await;
+        let backend = SsmBackend::new(&canned.config, Arc::new(ApiCalls::paced(0)), true, &[]);
+        let names = ["/a".to_string(), "/b".to_string()];
+        let err = backend.get_many(&names).await.unwrap_err();
+        assert!(!err.is_transient(), "{err}");
+        assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
+    }
 
     #[test]
     fn answers_are_matched_to_names_with_or_without_the_selector() {

@@ -45,6 +45,7 @@ pub mod inodes;
 pub mod listing;
 pub mod plan;
 pub mod refresher;
+mod slow;
 pub mod tree;
 
 pub use inodes::{Ino, ROOT};
@@ -191,9 +192,8 @@ pub struct Fs<B> {
     /// Names asked for at the same time go to AWS together.
     batcher: crate::batch::Batcher,
     health: Mutex<Health>,
-    /// Refreshes still out that a request stopped waiting for: while any is, AWS is slow, and
-    /// requests that hold a value answer with it at once.
-    slow: std::sync::atomic::AtomicUsize,
+    /// Whether AWS is slow now: requests that hold a value then answer at once.
+    slow: slow::Slow,
     invalidator: OnceLock<Box<dyn Invalidator>>,
     stats: Stats,
     /// One line on what the mount last did (a group refreshed, an outage), for systemd's STATUS=.

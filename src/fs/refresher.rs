@@ -5,9 +5,9 @@
 //! - **healthy**: a request with nothing usable held waits for its fetch; one that holds a value
 //!   of any age waits at most [`REFRESH_WAIT`], then is answered with the held value while the
 //!   fetch goes on in the background and is applied when it lands;
-//! - **slow**: while a refresh that a request stopped waiting for is still out, requests that
-//!   hold a value do not wait at all; so the requests of one `open` (a lookup per path level,
-//!   then the read) wait [`REFRESH_WAIT`] once in all, however deep the file;
+//! - **slow**: while a refresh that a request stopped waiting for is still out (for a second at
+//!   most), requests that hold a value do not wait at all; so the requests of one `open` (a
+//!   lookup per path level, then the read) wait [`REFRESH_WAIT`] once in all (see [`super::slow`]);
 //! - **backing off** after a transient failure (outage, throttling): no call is tried until the
 //!   back-off ends, and requests are answered from knowledge of any age (up to `--max-stale`);
 //!   the back-off doubles from 1 s to 30 s while failures go on;
@@ -17,7 +17,6 @@
 //! [`crate::flight`]); a fetch's result is applied, and its invalidations queued, before any of
 //! its waiters is released; every fetch is stamped with the instant it started.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -63,21 +62,6 @@ pub enum Fetch {
     Get(String),
     /// One version of a parameter, by its path and a selector (a version or a label).
     Pinned(String, String),
-}
-
-/// Ends a refresh that requests may have stopped waiting for: if one did (it swapped the flag
-/// first and counted the refresh as slow), the count goes down again, however the refresh ends.
-struct Ended<'a>(
-    &'a std::sync::atomic::AtomicUsize,
-    std::sync::Arc<std::sync::atomic::AtomicBool>,
-);
-
-impl Drop for Ended<'_> {
-    fn drop(&mut self) {
-        if self.1.swap(true, Ordering::AcqRel) {
-            self.0.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
 }
 
 /// The state of AWS as the mount has seen it.
@@ -185,36 +169,23 @@ impl<B: Backend> Fs<B> {
             };
             let fetched_now = if held {
                 // Something is held: wait for the refresh only briefly, in a task of its own so
-                // that it goes on if the wait ends first. While a refresh someone stopped
-                // waiting for is still out, AWS is slow: nobody waits at all, so that a chain
-                // of requests (the lookups and read of one `open`) waits once in all.
+                // that it goes on if the wait ends first; while AWS is slow, not at all.
                 let me = self
                     .me
                     .upgrade()
                     .expect("the filesystem outlives its requests");
-                let left = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-                let refresh = {
-                    let left = left.clone();
-                    tokio::spawn(async move {
-                        let _ended = Ended(&me.slow, left);
-                        me.fetch(need, None, Some(seen)).await
-                    })
-                };
-                let wait = if self.slow.load(Ordering::Acquire) > 0 {
-                    Duration::ZERO
-                } else {
-                    REFRESH_WAIT
-                };
+                let (guard, ended) = self.slow.refresh();
+                let refresh = tokio::spawn(async move {
+                    let _guard = guard;
+                    me.fetch(need, None, Some(seen)).await
+                });
+                let wait = self.slow.wait();
                 match tokio::time::timeout(wait, refresh).await {
                     Ok(joined) => joined.unwrap_or_else(|e| {
                         Err(BackendError::Other(format!("refresh task failed: {e}")))
                     }),
                     Err(_) => {
-                        // Counted until the refresh ends (if it has not ended meanwhile).
-                        self.slow.fetch_add(1, Ordering::AcqRel);
-                        if left.swap(true, Ordering::AcqRel) {
-                            self.slow.fetch_sub(1, Ordering::AcqRel);
-                        }
+                        self.slow.gave_up(&ended, wait);
                         clock.stale_ok = true;
                         continue;
                     }

@@ -390,8 +390,8 @@ fn startup_error(err: &BackendError, source: &Source, sdk: &SdkConfig) -> String
     match err {
         BackendError::AccessDenied(msg) => match source.dialect {
             Dialect::Ssm => format!(
-                "access denied reading {source}: allow ssm:GetParametersByPath and ssm:GetParameter \
-                 on arn:aws:ssm:{region}:ACCOUNT:parameter{source}/* (and kms:Decrypt on the keys \
+                "access denied reading {source}: allow ssm:GetParametersByPath, ssm:GetParameter and \
+                 ssm:GetParameters on arn:aws:ssm:{region}:ACCOUNT:parameter{source}/* (and kms:Decrypt on the keys \
                  of SecureString parameters); AWS said: {msg}"
             ),
             Dialect::SecretsManager => format!(
