@@ -537,10 +537,10 @@ fn secrets_at_scale() -> Row {
             }
         }
     });
+    // Counted from the start: the start-up check's listing is part of the cold read.
     let m = Mount::start(&moto, "secretsmanager:scale/", &[]);
-    let before = m.calls();
     assert_eq!(walk(&m.path("")), 100);
-    let cold = m.calls() - before;
+    let cold = m.calls();
     let before = m.calls();
     m.refresh("").unwrap();
     let refresh = m.calls() - before;
@@ -548,7 +548,9 @@ fn secrets_at_scale() -> Row {
     Row {
         name: "13. Secrets Manager: 100 secrets (10 x 10), read whole cold, then refreshed",
         target: "cold <= 1 ListSecrets + 5 BatchGetSecretValue (+1); refresh 1 ListSecrets",
-        measured: format!("cold {cold} calls; refresh {refresh} calls; in all {ops}"),
+        measured: format!(
+            "cold (mount + read) {cold} calls; refresh {refresh} calls; in all {ops}"
+        ),
         ok: cold <= 7 && refresh <= 1,
         json: json!({"cold": cold, "refresh": refresh, "ops": ops}),
     }
