@@ -3,42 +3,10 @@
 
 use super::*;
 
-/// A tree shape: every parameter's path below the source `/t`.
-fn names(shape: &str) -> Vec<String> {
-    match shape {
-        // About ten directories of a hundred.
-        "ten dirs of 100" => (0..10)
-            .flat_map(|d| (0..100).map(move |f| format!("d{d}/f{f:03}")))
-            .collect(),
-        // Forty small directories two levels deep.
-        "forty dirs of 25, two deep" => (0..4)
-            .flat_map(|t| {
-                (0..10).flat_map(move |s| (0..25).map(move |f| format!("t{t}/s{s}/f{f:02}")))
-            })
-            .collect(),
-        // One flat directory.
-        "one dir of 1,000" => (0..1000).map(|f| format!("f{f:04}")).collect(),
-        // Deep and narrow: five chains ten levels deep, twenty files at each level.
-        "deep and narrow" => (0..5)
-            .flat_map(|c| {
-                (1..=10).flat_map(move |depth| {
-                    let dir: Vec<String> = (0..depth).map(|l| format!("c{c}l{l}")).collect();
-                    let dir = dir.join("/");
-                    (0..20).map(move |f| format!("{dir}/f{f:02}"))
-                })
-            })
-            .collect(),
-        // Many small directories: two hundred of five, three levels deep.
-        "two hundred dirs of 5, three deep" => (0..5)
-            .flat_map(|a| {
-                (0..10).flat_map(move |b| {
-                    (0..4).flat_map(move |c| (0..5).map(move |f| format!("a{a}/b{b}/c{c}/f{f}")))
-                })
-            })
-            .collect(),
-        _ => unreachable!(),
-    }
-}
+#[path = "../../../tests/common/shapes.rs"]
+mod shapes;
+
+use shapes::{names, SHAPES};
 
 /// Reads every file of the shape once from a fresh mount, in listing order (the backend's,
 /// sorted by name) or shuffled, and returns (calls, floor).
@@ -59,14 +27,6 @@ async fn read_all(shape: &str, shuffled: bool) -> (u64, u64) {
     }
     (b.total_calls(), paths.len().div_ceil(10) as u64)
 }
-
-const SHAPES: [&str; 5] = [
-    "ten dirs of 100",
-    "forty dirs of 25, two deep",
-    "one dir of 1,000",
-    "deep and narrow",
-    "two hundred dirs of 5, three deep",
-];
 
 /// Reads every shape whole, in listing order or shuffled, and checks the calls against
 /// `tenths` tenths of the floor.
