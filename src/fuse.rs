@@ -5,7 +5,8 @@
 //!   only a request that waits for AWS moves to a tokio task, so hot requests pay no thread hop;
 //! - `open`, `opendir` and `flush` answer `ENOSYS`: the kernel then stops sending them and serves
 //!   hot reads from its page cache with no round trip to the daemon;
-//! - every mutating operation answers `EROFS`; nothing here can change AWS;
+//! - every mutating operation answers `EROFS`; nothing here can change AWS; the one exception
+//!   is the announcer thread's, which only raises inotify events (see [`crate::fs::announce`]);
 //! - kernel invalidations run in order on their own thread, never on a request's path;
 //! - every request runs in a `debug` span naming its operation, inode, name and pid, and every
 //!   failure is counted by operation and errno (`.stats`, `/metrics`).
@@ -26,8 +27,7 @@ use tracing::{debug, debug_span, Instrument, Span};
 
 use crate::backend::Backend;
 use crate::error::Error;
-use crate::fs::Inval;
-use crate::fs::{Attr, Entries, Entry, Fs, Invalidator, Kind};
+use crate::fs::{Attr, Entries, Entry, Fs, Inval, Invalidator, Kind, News, Outcome, Replaced};
 use crate::stats::Stats;
 
 pub struct FuseFs<B> {
@@ -43,6 +43,52 @@ impl<B: Backend> FuseFs<B> {
     /// Finishes a request that waits for AWS on the runtime.
     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, fut: F) {
         self.rt.spawn(fut);
+    }
+
+    /// Answers a lookup from memory, or from a task when it waits for AWS.
+    fn answer_lookup(&self, span: Span, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if let Some(r) = span.in_scope(|| self.fs.lookup_now(parent.0, name)) {
+            return reply_entry(self.fs.stats(), reply, r);
+        }
+        let fs = self.fs.clone();
+        let name = name.to_owned();
+        self.spawn(
+            async move {
+                let result = fs.lookup(parent.0, &name).await;
+                reply_entry(fs.stats(), reply, result)
+            }
+            .instrument(span),
+        );
+    }
+
+    /// A creation: only the announcer's, of its staged path (see [`crate::fs::announce`]).
+    fn create_node(
+        &self,
+        req: &Request,
+        op: &'static str,
+        parent: INodeNo,
+        name: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        if self.fs.is_announcer(req.pid()) && self.fs.announced_create(parent.0, name) {
+            return self.answer_lookup(span(op, req, parent, Some(name)), parent, name, reply);
+        }
+        reply.error(read_only(self.fs.stats()));
+    }
+
+    /// A removal: only the announcer's, of its staged path; it removes the kernel's entry alone.
+    fn remove_node(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        dir: bool,
+        reply: ReplyEmpty,
+    ) {
+        if self.fs.is_announcer(req.pid()) && self.fs.announced_remove(parent.0, name, dir) {
+            return reply.ok();
+        }
+        reply.error(read_only(self.fs.stats()));
     }
 }
 
@@ -140,18 +186,12 @@ impl<B: Backend> Filesystem for FuseFs<B> {
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let span = span("lookup", req, parent, Some(name));
-        if let Some(r) = span.in_scope(|| self.fs.lookup_now(parent.0, name)) {
-            return reply_entry(self.fs.stats(), reply, r);
-        }
-        let fs = self.fs.clone();
-        let name = name.to_owned();
-        self.spawn(
-            async move {
-                let result = fs.lookup(parent.0, &name).await;
-                reply_entry(fs.stats(), reply, result)
+        if self.fs.is_announcer(req.pid()) {
+            if let Some(r) = span.in_scope(|| self.fs.announced_lookup(parent.0, name)) {
+                return reply_entry(self.fs.stats(), reply, r);
             }
-            .instrument(span),
-        );
+        }
+        self.answer_lookup(span, parent, name, reply);
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -182,9 +222,14 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         reply: ReplyAttr,
     ) {
         let _span = span("setattr", req, ino, None).entered();
-        let other =
-            mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some();
-        let result = self.fs.setattr(ino.0, size, other);
+        let owner = mode.is_some() || uid.is_some() || gid.is_some();
+        let other = owner || atime.is_some() || mtime.is_some();
+        let result = match size {
+            Some(size) if !owner && self.fs.is_announcer(req.pid()) => {
+                self.fs.announced_truncate(ino.0, size)
+            }
+            _ => self.fs.setattr(ino.0, size, other),
+        };
         reply_attr(self.fs.stats(), reply, "setattr", result);
     }
 
@@ -326,35 +371,35 @@ impl<B: Backend> Filesystem for FuseFs<B> {
 
     fn mknod(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
         _mode: u32,
         _umask: u32,
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(read_only(self.fs.stats()));
+        self.create_node(req, "mknod", parent, name, reply);
     }
 
     fn mkdir(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
         _mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(read_only(self.fs.stats()));
+        self.create_node(req, "mkdir", parent, name, reply);
     }
 
-    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(read_only(self.fs.stats()));
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.remove_node(req, parent, name, false, reply);
     }
 
-    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(read_only(self.fs.stats()));
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.remove_node(req, parent, name, true, reply);
     }
 
     fn symlink(
@@ -407,33 +452,33 @@ impl<B: Backend> Filesystem for FuseFs<B> {
 }
 
 enum Msg {
-    Invals(Vec<Inval>),
+    Outcome(Outcome),
     Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
-/// Carries out invalidations through the kernel's notify interface, in order, on one thread.
+/// Told of each fetch's news once the kernel's caches show it.
+pub type Listener = Box<dyn Fn(&Arc<[News]>) + Send>;
+
+/// Carries out invalidations through the kernel's notify interface, in order, on one thread,
+/// then tells the listeners of the news.
 pub struct KernelInvalidator {
     tx: mpsc::Sender<Msg>,
 }
 
 impl KernelInvalidator {
-    pub fn spawn(notifier: Notifier) -> Self {
+    pub fn spawn(notifier: Notifier, listeners: Vec<Listener>) -> Self {
         let (tx, rx) = mpsc::channel::<Msg>();
         std::thread::Builder::new()
             .name("ssmfs-inval".to_string())
             .spawn(move || {
                 for msg in rx {
                     match msg {
-                        Msg::Invals(invals) => {
-                            for inval in invals {
-                                // ENOENT only says the kernel held nothing for it.
-                                let Inval(parent, name) = &inval;
-                                let result =
-                                    notifier.inval_entry(INodeNo(*parent), OsStr::new(name));
-                                if let Err(err) = result {
-                                    if err.raw_os_error() != Some(libc::ENOENT) {
-                                        debug!(?inval, error = %err, "invalidation failed");
-                                    }
+                        Msg::Outcome(outcome) => {
+                            apply(&notifier, &outcome);
+                            if !outcome.news.is_empty() {
+                                let news: Arc<[News]> = outcome.news.into();
+                                for listener in &listeners {
+                                    listener(&news);
                                 }
                             }
                         }
@@ -448,9 +493,34 @@ impl KernelInvalidator {
     }
 }
 
+/// Tells the kernel of an outcome: replaced inodes first (a watch on such a file hears
+/// `IN_DELETE_SELF`; this also drops the name), then the names to look up again.
+fn apply(notifier: &Notifier, outcome: &Outcome) {
+    // ENOENT only says the kernel held nothing for it (or held another inode there).
+    let report = |what: &dyn std::fmt::Debug, result: std::io::Result<()>| {
+        if let Err(err) = result {
+            if err.raw_os_error() != Some(libc::ENOENT) {
+                debug!(?what, error = %err, "invalidation failed");
+            }
+        }
+    };
+    for replaced in &outcome.replaced {
+        let Replaced(dir, ino, name) = replaced;
+        let result = notifier.delete(INodeNo(*dir), INodeNo(*ino), OsStr::new(name));
+        report(replaced, result);
+    }
+    for inval in &outcome.invals {
+        let Inval(parent, name) = inval;
+        report(
+            inval,
+            notifier.inval_entry(INodeNo(*parent), OsStr::new(name)),
+        );
+    }
+}
+
 impl Invalidator for KernelInvalidator {
-    fn invalidate(&self, invals: Vec<Inval>) {
-        let _ = self.tx.send(Msg::Invals(invals));
+    fn invalidate(&self, outcome: Outcome) {
+        let _ = self.tx.send(Msg::Outcome(outcome));
     }
 
     fn barrier(&self) -> tokio::sync::oneshot::Receiver<()> {

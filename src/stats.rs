@@ -26,6 +26,12 @@ pub struct Stats {
     pub misses: AtomicU64,
     pub refreshes: AtomicU64,
     pub stale_served: AtomicU64,
+    /// Changes from AWS made on the mount for inotify watchers (see `mount::announce`).
+    pub announced: AtomicU64,
+    /// `--on-change` commands run, failed (non-zero exit or not started) and timed out.
+    pub on_change_runs: AtomicU64,
+    pub on_change_failures: AtomicU64,
+    pub on_change_timeouts: AtomicU64,
     /// Failed requests from the kernel, by operation and errno (indices into `OPERATIONS` and
     /// `ERRNOS`).
     request_errors: [[AtomicU64; ERRNOS.len()]; OPERATIONS.len()],
@@ -73,6 +79,9 @@ pub struct Figures {
     misses: u64,
     refreshes: u64,
     stale_served: u64,
+    announced: u64,
+    /// `--on-change` runs, failures, timeouts.
+    on_change: [u64; 3],
     since_last_good: Option<f64>,
     /// Operation, errno name, failed requests (only those that failed at least once).
     request_errors: Vec<(&'static str, &'static str, u64)>,
@@ -114,6 +123,12 @@ impl Stats {
             misses: self.misses.load(Relaxed),
             refreshes: self.refreshes.load(Relaxed),
             stale_served: self.stale_served.load(Relaxed),
+            announced: self.announced.load(Relaxed),
+            on_change: [
+                self.on_change_runs.load(Relaxed),
+                self.on_change_failures.load(Relaxed),
+                self.on_change_timeouts.load(Relaxed),
+            ],
             since_last_good: last_good.map(|t| t.elapsed().as_secs_f64()),
             request_errors: OPERATIONS
                 .iter()
@@ -170,6 +185,12 @@ impl Figures {
             "cache_misses": self.misses,
             "refreshes": self.refreshes,
             "stale_served": self.stale_served,
+            "changes_announced": self.announced,
+            "on_change": {
+                "runs": self.on_change[0],
+                "failures": self.on_change[1],
+                "timeouts": self.on_change[2],
+            },
             "seconds_since_last_good_fetch": self.since_last_good,
             "request_errors": request_errors,
             "groups": groups,
@@ -225,6 +246,31 @@ impl Figures {
             "Answers from values older than their max age while AWS failed",
             self.stale_served,
         );
+        counter(
+            &mut registry,
+            "changes_announced",
+            "Changes from AWS made on the mount for inotify watchers",
+            self.announced,
+        );
+        for (name, help, n) in [
+            (
+                "on_change_runs",
+                "--on-change commands run",
+                self.on_change[0],
+            ),
+            (
+                "on_change_failures",
+                "--on-change commands that failed or could not start",
+                self.on_change[1],
+            ),
+            (
+                "on_change_timeouts",
+                "--on-change commands killed at their time limit",
+                self.on_change[2],
+            ),
+        ] {
+            counter(&mut registry, name, help, n);
+        }
         let request_errors = Family::<Vec<(String, String)>, Counter>::default();
         for (op, errno, n) in &self.request_errors {
             let labels = vec![

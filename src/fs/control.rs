@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::inodes::{Ino, Node};
 use super::refresher::Fetch;
-use super::{Entry, Fs};
+use super::{Entry, Fs, Outcome};
 use crate::backend::Backend;
 use crate::error::Error;
 
@@ -42,7 +42,10 @@ impl<B: Backend> Fs<B> {
             Self::invals(&core, changes)
         };
         if let Some(inv) = self.invalidator.get() {
-            inv.invalidate(invals);
+            inv.invalidate(Outcome {
+                invals,
+                ..Default::default()
+            });
             let _ = inv.barrier().await;
         }
         Ok(())

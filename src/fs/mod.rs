@@ -40,6 +40,7 @@ use crate::flight::Flights;
 use crate::names::Source;
 use crate::stats::{Figures, Group, Stats};
 
+pub mod announce;
 pub mod control;
 pub mod inodes;
 pub mod listing;
@@ -51,6 +52,7 @@ pub mod tree;
 pub use inodes::{Ino, ROOT};
 pub use listing::{DirEntry, Entries, Kind};
 pub use refresher::REFRESH_WAIT;
+pub use tree::news::{News, What};
 
 use inodes::{Inodes, Key, Node};
 use listing::Listing;
@@ -164,10 +166,32 @@ pub struct Entry {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Inval(pub Ino, pub String);
 
+/// A file inode the kernel may hold whose name now shows another version: (its directory's
+/// inode, its inode, its name). The kernel is told the inode is gone from that name, so that
+/// programs watching the file itself hear of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replaced(pub Ino, pub Ino, pub String);
+
+/// What one fetch (or forced refresh) changed: the kernel's entries to invalidate, the inodes
+/// replaced, and the news for programs that watch the mount (see [`tree::news`]).
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub invals: Vec<Inval>,
+    pub replaced: Vec<Replaced>,
+    pub news: Vec<News>,
+}
+
+impl Outcome {
+    pub fn is_empty(&self) -> bool {
+        self.invals.is_empty() && self.replaced.is_empty() && self.news.is_empty()
+    }
+}
+
 /// Sends invalidations to the kernel. Implemented by the FUSE adapter; absent in unit tests.
 pub trait Invalidator: Send + Sync {
-    /// Queues invalidations; they are carried out in order, off the request path.
-    fn invalidate(&self, invals: Vec<Inval>);
+    /// Queues an outcome: its inodes replaced, then its invalidations, are carried out in order,
+    /// off the request path; then its news is passed on to whoever listens.
+    fn invalidate(&self, outcome: Outcome);
     /// Completes once everything queued before it has been carried out.
     fn barrier(&self) -> tokio::sync::oneshot::Receiver<()>;
 }
@@ -195,17 +219,19 @@ pub struct Fs<B> {
     /// Whether AWS is slow now: requests that hold a value then answer at once.
     slow: slow::Slow,
     invalidator: OnceLock<Box<dyn Invalidator>>,
-    stats: Stats,
+    stats: Arc<Stats>,
     /// One line on what the mount last did (a group refreshed, an outage), for systemd's STATUS=.
     status: tokio::sync::watch::Sender<String>,
     mounted_at: SystemTime,
     /// Where background refreshes run (refresh ahead, from the FUSE threads).
     runtime: OnceLock<tokio::runtime::Handle>,
+    /// The thread that raises inotify events on the mount, and the change it is raising now.
+    announcer: announce::Announcer,
 }
 
 impl<B: Backend> Fs<B> {
     pub fn new(backend: B, config: Config) -> Arc<Self> {
-        let stats = Stats::new(backend.api_calls());
+        let stats = Arc::new(Stats::new(backend.api_calls()));
         Arc::new_cyclic(|me| Fs {
             me: me.clone(),
             backend,
@@ -227,6 +253,7 @@ impl<B: Backend> Fs<B> {
             runtime: tokio::runtime::Handle::try_current()
                 .map(OnceLock::from)
                 .unwrap_or_default(),
+            announcer: Default::default(),
         })
     }
 
@@ -237,6 +264,11 @@ impl<B: Backend> Fs<B> {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The counters, for parts of the daemon that outlive a borrow (the `--on-change` runners).
+    pub fn shared_stats(&self) -> Arc<Stats> {
+        self.stats.clone()
     }
 
     /// The status line, which changes after each group refresh and at the start and end of an

@@ -23,10 +23,11 @@ use tokio::time::Instant;
 
 use tracing::{debug, info, warn};
 
+use super::inodes::{file_key, Key};
 use super::plan::Plan;
 use super::tree::partial::Partial;
 use super::tree::{in_subtree, split, Change};
-use super::{Clock, Core, Fs, Ino, Inval};
+use super::{Clock, Core, Fs, Ino, Inval, Outcome, Replaced, What};
 use crate::backend::{Backend, BackendError, Page, Param};
 use crate::error::Error;
 use crate::stats::Stats;
@@ -95,6 +96,8 @@ impl<B: Backend> Fs<B> {
         } else {
             core.tree.apply_seen(page.params, &self.config.source, at);
         }
+        // What start-up learns is the mount's first knowledge, not news.
+        core.tree.take_news();
         Ok(())
     }
 
@@ -230,10 +233,10 @@ impl<B: Backend> Fs<B> {
                 let at = Instant::now();
                 let result = self.execute(&fetch, at).await;
                 self.record_health(&result);
-                let invals = result?;
-                if !invals.is_empty() {
+                let outcome = result?;
+                if !outcome.is_empty() {
                     if let Some(inv) = self.invalidator.get() {
-                        inv.invalidate(invals);
+                        inv.invalidate(outcome);
                     }
                 }
                 Ok(())
@@ -285,11 +288,33 @@ impl<B: Backend> Fs<B> {
             .collect()
     }
 
+    /// What an apply changed, for the kernel and for programs watching: the names to
+    /// invalidate, the held inodes of versions replaced, and the news.
+    fn outcome(core: &mut Core, changes: Vec<Change>) -> Outcome {
+        let news = core.tree.take_news();
+        let replaced = news
+            .iter()
+            .filter_map(|n| {
+                let What::Changed(old) = &n.what else {
+                    return None;
+                };
+                let dir = core.inodes.held(&Key::Dir(split(&n.path).0.to_string()))?;
+                let ino = core.inodes.held(&file_key(n.path.clone(), old))?;
+                Some(Replaced(dir, ino, split(&n.shown).1.to_string()))
+            })
+            .collect();
+        Outcome {
+            invals: Self::invals(core, changes),
+            replaced,
+            news,
+        }
+    }
+
     /// Calls AWS for a fetch and applies what it returns, stamped `at`.
-    async fn execute(&self, fetch: &Fetch, at: Instant) -> Result<Vec<Inval>, BackendError> {
+    async fn execute(&self, fetch: &Fetch, at: Instant) -> Result<Outcome, BackendError> {
         let source = &self.config.source;
         let recursive = self.config.recursive;
-        let (core, changes) = match fetch {
+        let (mut core, changes) = match fetch {
             Fetch::Sweep(dir) => {
                 // A sweep of it in progress, still young, is gone on with rather than begun anew.
                 let partial = recursive.then(|| self.young_partial(dir, at)).flatten();
@@ -360,7 +385,7 @@ impl<B: Backend> Fs<B> {
                     match core.tree.partial(top) {
                         Some(p) => p.token.clone(),
                         // Finished or dropped meanwhile: the request plans again.
-                        None => return Ok(Vec::new()),
+                        None => return Ok(Outcome::default()),
                     }
                 };
                 let page = match self
@@ -376,7 +401,7 @@ impl<B: Backend> Fs<B> {
                         if core.tree.partial(top).is_some_and(|p| p.token == token) {
                             core.tree.take_partial(top);
                         }
-                        return Ok(Vec::new());
+                        return Ok(Outcome::default());
                     }
                 };
                 let mut core = self.core.lock().unwrap();
@@ -446,7 +471,7 @@ impl<B: Backend> Fs<B> {
                 (core, changes)
             }
         };
-        Ok(Self::invals(&core, changes))
+        Ok(Self::outcome(&mut core, changes))
     }
 
     /// Records a group's good refresh and says so on the status line.

@@ -17,7 +17,8 @@
 //!   dropped from memory is zeroized by its `Content`. The one trade-off: an absence evicted
 //!   from its cache no longer blocks an older result that says otherwise, so a fetch slower
 //!   than 16,384 newer misses can bring back a name for one max age;
-//! - every change to what a name shows is reported as a [`Change`] for the kernel's caches.
+//! - every change to what a name shows is reported as a [`Change`] for the kernel's caches, and
+//!   every change in AWS as [`news::News`] for programs that watch the mount.
 //!
 //! Nothing here knows inodes or the kernel: the planner reads the tree, and applying a fetch's
 //! result is the only thing that changes it.
@@ -216,6 +217,8 @@ pub struct Tree {
     /// Sweeps in progress that started before this instant are not kept: a forced refresh
     /// was asked for after they started.
     partials_floor: Option<Instant>,
+    /// How the paths the apply in progress touched looked before it (see [`news`]).
+    before: news::Before,
 }
 
 impl Tree {
@@ -234,6 +237,7 @@ impl Tree {
             removed: HashSet::new(),
             partials: HashMap::new(),
             partials_floor: None,
+            before: Default::default(),
         }
     }
 
@@ -374,6 +378,7 @@ impl Tree {
 
 mod apply;
 mod facts;
+pub mod news;
 pub mod partial;
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 
+use super::on_change::OnChange;
 use crate::filter::Filter;
 use crate::names::Source;
 
@@ -142,6 +143,22 @@ pub struct Cli {
     /// closed once the mount is live).
     #[arg(long, value_name = "PATH", help_heading = "Logging")]
     pub log_file: Option<PathBuf>,
+
+    /// Run COMMAND with /bin/sh -c after a refresh changed anything under PATH (mount-relative;
+    /// the whole mount without PATH=), e.g. db='systemctl reload app'. Repeatable. One run per
+    /// refresh, never two at once; SSMFS_CHANGED holds the changed paths, one per line.
+    #[arg(long, value_name = "[PATH=]COMMAND", help_heading = "Changes")]
+    pub on_change: Vec<OnChange>,
+
+    /// Seconds an --on-change command may run before its whole process group is killed.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 60,
+        value_parser = parse_seconds,
+        help_heading = "Changes"
+    )]
+    pub on_change_timeout: u64,
 
     /// Serve the figures of .stats in Prometheus text format at http://ADDR/metrics. A port
     /// alone listens on 127.0.0.1.

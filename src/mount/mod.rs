@@ -9,11 +9,14 @@
 //! The parts of start-up: [`cli`] (options, `-o` mount options), [`daemon`] (background mode
 //! and systemd's notify protocol), [`devfuse`] (mount(2) of /dev/fuse as `fuse.ssmfs`).
 
+pub mod announce;
 pub mod cli;
 pub mod daemon;
 pub mod devfuse;
+pub mod on_change;
 
 use std::io::IsTerminal;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -31,7 +34,7 @@ use crate::backend::ssm::SsmBackend;
 use crate::backend::BackendError;
 use crate::backend::{ApiCalls, Backend};
 use crate::fs::{Config, Fs};
-use crate::fuse::{FuseFs, KernelInvalidator};
+use crate::fuse::{FuseFs, KernelInvalidator, Listener};
 use crate::metrics;
 use crate::names::{Dialect, Source};
 use cli::Cli;
@@ -271,7 +274,7 @@ fn serve<B: Backend>(
             (session, Some(unmounter))
         }
     };
-    fs.set_invalidator(Box::new(KernelInvalidator::spawn(session.notifier())));
+    let notifier = session.notifier();
     let (ended_tx, mut ended) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("fuser".to_string())
@@ -279,6 +282,8 @@ fn serve<B: Backend>(
             let _ = ended_tx.send(session.run());
         })
         .map_err(|e| format!("cannot start the FUSE thread: {e}"))?;
+    let listeners = listeners(cli, &fs, &fsname, rt.handle());
+    fs.set_invalidator(Box::new(KernelInvalidator::spawn(notifier, listeners)));
     // Handlers are in place before readiness is reported, so that a signal sent as soon as the
     // mount is live unmounts (or refreshes) instead of killing the process.
     let (mut term, mut int, mut hup) = {
@@ -343,6 +348,35 @@ fn serve<B: Backend>(
     });
     rt.shutdown_timeout(Duration::from_secs(1));
     Ok(())
+}
+
+/// Who hears of changes from AWS once the kernel shows them: the announcer, which raises
+/// inotify events, and the `--on-change` commands.
+fn listeners<B: Backend>(
+    cli: &Cli,
+    fs: &Arc<Fs<B>>,
+    fsname: &str,
+    rt: &tokio::runtime::Handle,
+) -> Vec<Listener> {
+    let mountpoint = std::path::absolute(&cli.mountpoint).unwrap_or(cli.mountpoint.clone());
+    let mut listeners = Vec::new();
+    // The mount is live: its root is this mount's, and its device tells it apart later.
+    match std::fs::metadata(&mountpoint) {
+        Ok(root) => listeners.push(announce::spawn(fs.clone(), mountpoint.clone(), root.dev())),
+        Err(err) => {
+            warn!(error = %err, "cannot examine the mount; inotify watchers will not hear of changes")
+        }
+    }
+    if !cli.on_change.is_empty() {
+        let context = on_change::Context {
+            mountpoint,
+            source: fsname.to_string(),
+            timeout: Duration::from_secs(cli.on_change_timeout),
+        };
+        let commands = cli.on_change.clone();
+        listeners.push(on_change::spawn(rt, commands, context, fs.shared_stats()));
+    }
+    listeners
 }
 
 async fn aws_config(cli: &Cli) -> Result<SdkConfig, String> {

@@ -82,12 +82,35 @@ fn sample() -> MemoryBackend {
     b
 }
 
+/// Records the invalidations (`.0`) and the news (`.1`) the core sends.
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<Inval>>>);
+struct Recorder(Arc<Mutex<Vec<Inval>>>, Arc<Mutex<Vec<News>>>);
+
+impl Recorder {
+    /// The news recorded since the last call, as (kind, shown path) pairs.
+    fn news(&self) -> Vec<(&'static str, String)> {
+        std::mem::take(&mut *self.1.lock().unwrap())
+            .into_iter()
+            .map(|n| (news_kind(&n.what), n.shown))
+            .collect()
+    }
+}
+
+fn news_kind(what: &What) -> &'static str {
+    match what {
+        What::Added => "added",
+        What::Changed(_) => "changed",
+        What::Removed(_) => "removed",
+        What::DirAdded => "dir added",
+        What::DirRemoved => "dir removed",
+        What::Label => "label",
+    }
+}
 
 impl Invalidator for Recorder {
-    fn invalidate(&self, invals: Vec<Inval>) {
-        self.0.lock().unwrap().extend(invals);
+    fn invalidate(&self, outcome: Outcome) {
+        self.0.lock().unwrap().extend(outcome.invals);
+        self.1.lock().unwrap().extend(outcome.news);
     }
 
     fn barrier(&self) -> tokio::sync::oneshot::Receiver<()> {
@@ -816,6 +839,7 @@ mod bounds;
 mod cold;
 #[cfg(feature = "shuttle")]
 mod interleavings;
+mod news;
 mod outages;
 mod races;
 mod storms;

@@ -112,11 +112,13 @@ impl Tree {
             self.empty_before(&path, at, changes);
         }
         // Parents sort before their children, so a directory skipped here (something newer
-        // knows it absent) takes its subtree with it.
+        // knows it absent) takes its subtree with it. Every directory is settled before any
+        // contents are replaced: a subdirectory is news only if its parent was listed *before*.
+        let fresh: Vec<(String, Listed)> = fresh
+            .into_iter()
+            .filter(|(path, _)| path == top || self.ensure_dir(path, at, changes))
+            .collect();
         for (path, listed) in fresh {
-            if path != top && !self.ensure_dir(&path, at, changes) {
-                continue;
-            }
             self.replace_contents(&path, listed, at, changes);
         }
     }
@@ -224,6 +226,7 @@ impl Tree {
             Some((_, t)) if *t > at => return changes,
             Some((old, _)) if *old != version => {
                 // A label moved: its name now shows another version.
+                self.label_moved(path.clone(), selector.to_string());
                 changes.push(Change {
                     dir: dir.to_string(),
                     name: format!("{name}{SELECTOR}{selector}"),

@@ -96,6 +96,9 @@ impl Tree {
         if empty_at.is_some_and(|t| t > at) {
             return false;
         }
+        if self.new_dir_is_news(parent, name) {
+            self.before_dir(join(parent, name), false);
+        }
         let mut dir = Dir::new(at);
         dir.empty_at = empty_at;
         let key = (parent.to_string(), name.to_string());
@@ -133,8 +136,10 @@ impl Tree {
                 continue;
             }
             if let Some(dir) = self.dirs.remove(path) {
-                for name in dir.files.keys() {
+                self.before_dir(path.clone(), true);
+                for (name, cached) in &dir.files {
                     self.removed.insert(join(path, name));
+                    self.before_file(join(path, name), Some(cached.clone()));
                 }
                 if dir.files_at.max(dir.listed_at).is_some_and(|t| t > at) {
                     let (parent, name) = split(path);
@@ -227,7 +232,7 @@ impl Tree {
         if absent.is_some_and(|t| t > at) {
             return;
         }
-        let Some(d) = self.dirs.get_mut(dir) else {
+        let Some(d) = self.dirs.get(dir) else {
             return;
         };
         // (new name, changed what a name shows): a name the kernel was told did not exist is
@@ -236,10 +241,21 @@ impl Tree {
             Some(old) if old.fetched_at > at => return,
             // A key of a JSON secret never hides a real secret of the same name.
             Some(old) if p.derived && !old.param.derived => return,
-            Some(old) => (false, !old.same_version(&p)),
+            Some(old) if !old.same_version(&p) => {
+                let old = old.clone();
+                self.before_file(join(dir, name), Some(old));
+                (false, true)
+            }
+            Some(_) => (false, false),
             None if d.files_at.max(d.empty_at).is_some_and(|t| t > at) => return,
-            None => (true, false),
+            None => {
+                if self.new_file_is_news(dir, name) {
+                    self.before_file(join(dir, name), None);
+                }
+                (true, false)
+            }
         };
+        let d = self.dirs.get_mut(dir).expect("checked above");
         d.files.insert(
             name.to_string(),
             Arc::new(Cached {
@@ -286,7 +302,8 @@ impl Tree {
         if d.files.get(name).is_none_or(|f| f.fetched_at > at) {
             return;
         }
-        d.files.remove(name);
+        let old = d.files.remove(name);
+        self.before_file(join(dir, name), old);
         self.removed.insert(join(dir, name));
         self.bump(dir);
         Self::file_changed(dir, name, changes);

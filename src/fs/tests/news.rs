@@ -1,0 +1,184 @@
+//! News of changes in AWS: what a fetch reports to whoever watches the mount.
+
+use super::*;
+
+async fn watched(b: &MemoryBackend) -> (Arc<Fs<MemoryBackend>>, Recorder) {
+    let fs = started(b, "/app", LONG).await;
+    let rec = Recorder::default();
+    fs.set_invalidator(Box::new(rec.clone()));
+    (fs, rec)
+}
+
+fn news(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    pairs.iter().map(|(k, p)| (*k, p.to_string())).collect()
+}
+
+#[tokio::test]
+async fn start_up_and_first_reads_are_no_news() {
+    let b = sample();
+    for i in 0..30 {
+        b.put(&format!("/app/big/p{i:02}"), Str, "v");
+    }
+    let (fs, rec) = watched(&b).await;
+    // Paged: the start-up check saw one page; the rest is learned as it is read.
+    for i in 0..30 {
+        cat(&fs, &format!("big/p{i:02}")).await.unwrap();
+    }
+    ls(&fs, "db").await;
+    assert_eq!(
+        rec.news(),
+        news(&[]),
+        "nothing was known before, nothing changed"
+    );
+    fs.refresh("").await.unwrap();
+    assert_eq!(rec.news(), news(&[]), "a refresh that changed nothing");
+}
+
+#[tokio::test]
+async fn directories_first_seen_by_a_sweep_are_no_news() {
+    let b = sample();
+    for i in 0..30 {
+        b.put(&format!("/app/a/p{i:02}"), Str, "v");
+    }
+    // The start-up check sees the first page only; the refresh is the first whole listing,
+    // and the directories it finds were never known absent.
+    let (fs, rec) = watched(&b).await;
+    assert!(fs.core.lock().unwrap().tree.dir("db").is_none());
+    fs.refresh("").await.unwrap();
+    assert!(fs.core.lock().unwrap().tree.dir("db").is_some());
+    assert_eq!(rec.news(), news(&[]));
+}
+
+#[tokio::test]
+async fn a_refresh_reports_what_changed_appeared_and_went_away() {
+    let b = sample();
+    let (fs, rec) = watched(&b).await;
+    b.put("/app/db/password", SecureString, "rotated");
+    b.put("/app/db/port", Str, "5432");
+    b.delete("/app/db/user");
+    b.put("/app/cache/host", Str, "redis");
+    b.put("/app/cache/tls/ca", Str, "pem");
+    fs.refresh("").await.unwrap();
+    assert_eq!(
+        rec.news(),
+        news(&[
+            ("dir added", "cache"),
+            ("added", "cache/host"),
+            ("dir added", "cache/tls"),
+            ("added", "cache/tls/ca"),
+            ("changed", "db/password"),
+            ("added", "db/port"),
+            ("removed", "db/user"),
+        ])
+    );
+
+    b.delete("/app/cache/host");
+    b.delete("/app/cache/tls/ca");
+    fs.refresh("").await.unwrap();
+    assert_eq!(
+        rec.news(),
+        news(&[
+            ("dir removed", "cache"),
+            ("removed", "cache/host"),
+            ("dir removed", "cache/tls"),
+            ("removed", "cache/tls/ca"),
+        ])
+    );
+}
+
+#[tokio::test]
+async fn a_changed_value_is_news_for_the_fetch_that_sees_it_whatever_its_kind() {
+    let b = sample();
+    let fs = started(&b, "/app", Duration::from_secs(60)).await;
+    let rec = Recorder::default();
+    fs.set_invalidator(Box::new(rec.clone()));
+    b.put("/app/name", Str, "renamed");
+    // Expiry, not a forced refresh: the lookup's own fetch brings the news.
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert_eq!(cat(&fs, "name").await.unwrap(), b"renamed");
+    assert_eq!(rec.news(), news(&[("changed", "name")]));
+}
+
+#[tokio::test]
+async fn a_name_asked_for_and_absent_is_news_when_it_appears() {
+    let b = sample();
+    let fs = started(&b, "/app", Duration::ZERO).await;
+    let rec = Recorder::default();
+    fs.set_invalidator(Box::new(rec.clone()));
+    assert_eq!(resolve(&fs, "db/new").await.unwrap_err(), Error::NotFound);
+    b.put("/app/db/new", Str, "here");
+    assert_eq!(cat(&fs, "db/new").await.unwrap(), b"here");
+    assert_eq!(rec.news(), news(&[("added", "db/new")]));
+}
+
+#[tokio::test]
+async fn a_value_changed_and_changed_back_within_a_fetch_is_no_news() {
+    let b = sample();
+    let fs = started(&b, "/app", LONG).await;
+    let rec = Recorder::default();
+    fs.set_invalidator(Box::new(rec.clone()));
+    // One apply that sees the parameter twice: the second sighting restores the first version.
+    let mut core = fs.core.lock().unwrap();
+    let at = tokio::time::Instant::now();
+    let cached = core.tree.dir("").unwrap().files["name"].clone();
+    let mut other = cached.param.clone();
+    other.version = "99".into();
+    let source = &fs.config.source;
+    core.tree.apply_seen(vec![other], source, at);
+    core.tree.apply_seen(vec![cached.param.clone()], source, at);
+    assert!(core.tree.take_news().is_empty());
+}
+
+#[tokio::test]
+async fn a_parameter_shadowed_by_a_directory_is_news_under_its_shown_name() {
+    let b = sample();
+    b.put("/app/db", Str, "also a parameter");
+    let (fs, rec) = watched(&b).await;
+    b.put("/app/db", Str, "changed");
+    fs.refresh("").await.unwrap();
+    assert_eq!(rec.news(), news(&[("changed", "db%")]));
+}
+
+#[tokio::test]
+async fn a_label_that_moved_is_news() {
+    let b = sample();
+    b.put("/app/name", Str, "v2");
+    b.label("/app/name", 1, "live");
+    let fs = started(&b, "/app", Duration::ZERO).await;
+    let rec = Recorder::default();
+    fs.set_invalidator(Box::new(rec.clone()));
+    assert_eq!(cat(&fs, "name:live").await.unwrap(), b"demo");
+    b.label("/app/name", 2, "live");
+    assert_eq!(cat(&fs, "name:live").await.unwrap(), b"v2");
+    assert_eq!(rec.news(), news(&[("label", "name:live")]));
+}
+
+#[tokio::test]
+async fn a_changed_file_the_kernel_holds_is_replaced() {
+    let b = sample();
+    let fs = started(&b, "/app", LONG).await;
+    let replaced = Arc::new(Mutex::new(Vec::new()));
+    struct Replacements(Arc<Mutex<Vec<Replaced>>>);
+    impl Invalidator for Replacements {
+        fn invalidate(&self, outcome: Outcome) {
+            self.0.lock().unwrap().extend(outcome.replaced);
+        }
+        fn barrier(&self) -> tokio::sync::oneshot::Receiver<()> {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            tx.send(()).unwrap();
+            rx
+        }
+    }
+    fs.set_invalidator(Box::new(Replacements(replaced.clone())));
+    let db = resolve(&fs, "db").await.unwrap().attr.ino;
+    let pw = resolve(&fs, "db/password").await.unwrap().attr.ino;
+    b.put("/app/db/password", SecureString, "rotated");
+    b.put("/app/name", Str, "never looked up");
+    fs.refresh("").await.unwrap();
+    assert_eq!(
+        *replaced.lock().unwrap(),
+        [Replaced(db, pw, "password".into())],
+        "only inodes the kernel holds"
+    );
+}
