@@ -16,7 +16,6 @@ pub mod devfuse;
 pub mod on_change;
 
 use std::io::IsTerminal;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -84,6 +83,11 @@ pub fn main(cli: Cli) -> ExitCode {
 }
 
 fn check_mountpoint(path: &Path) -> Result<(), String> {
+    // A dead FUSE mount may still answer `stat` of its root from the kernel's cache; `statfs`
+    // always asks its daemon.
+    if let Err(nix::errno::Errno::ENOTCONN) = nix::sys::statfs::statfs(path) {
+        return check_dead_mount(path);
+    }
     match std::fs::metadata(path) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => Err(format!("mountpoint {} is not a directory", path.display())),
@@ -92,31 +96,42 @@ fn check_mountpoint(path: &Path) -> Result<(), String> {
             path.display(),
             path.display()
         )),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            // A dead mount: its daemon was killed or crashed. One of ours is useless to anyone
-            // and is detached, so that a restart (systemd, a container) simply works.
-            if dead_ssmfs_mount(path) {
-                nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
-                    format!(
-                        "cannot detach the dead ssmfs mount at {}: {e}",
-                        path.display()
-                    )
-                })?;
-                eprintln!(
-                    "ssmfs: detached the dead ssmfs mount left at {} by a daemon that died",
-                    path.display()
-                );
-                return check_mountpoint(path);
-            }
-            Err(format!(
-                "mountpoint {} is left over from a FUSE daemon that died: unmount it with \
-                 umount -l {} and start ssmfs again",
-                path.display(),
-                path.display()
-            ))
-        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => check_dead_mount(path),
         Err(e) => Err(format!("mountpoint {}: {e}", path.display())),
     }
+}
+
+/// A dead mount: its daemon was killed or crashed. One of ours is useless to anyone and is
+/// detached, so that a restart (systemd, a container) simply works.
+fn check_dead_mount(path: &Path) -> Result<(), String> {
+    if !dead_ssmfs_mount(path) {
+        return Err(format!(
+            "mountpoint {} is left over from a FUSE daemon that died: unmount it with umount -l \
+             {} and start ssmfs again",
+            path.display(),
+            path.display()
+        ));
+    }
+    nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
+        format!(
+            "cannot detach the dead ssmfs mount at {}: {e}",
+            path.display()
+        )
+    })?;
+    eprintln!(
+        "ssmfs: detached the dead ssmfs mount left at {} by a daemon that died",
+        path.display()
+    );
+    check_mountpoint(path)
+}
+
+/// The device of the topmost mount at `path`, read from mountinfo: a `stat` would make the
+/// kernel cache the root's attributes, and a dead mount's root would then still answer `stat`.
+fn mount_device(path: &Path) -> Option<u64> {
+    let mounts = procfs::process::Process::myself().ok()?.mountinfo().ok()?;
+    let mount = mounts.into_iter().rfind(|m| m.mount_point == path)?;
+    let (major, minor) = mount.majmin.split_once(':')?;
+    Some(libc::makedev(major.parse().ok()?, minor.parse().ok()?))
 }
 
 /// Whether the topmost mount at `path` is of type fuse.ssmfs.
@@ -360,12 +375,12 @@ fn listeners<B: Backend>(
 ) -> Vec<Listener> {
     let mountpoint = std::path::absolute(&cli.mountpoint).unwrap_or(cli.mountpoint.clone());
     let mut listeners = Vec::new();
-    // The mount is live: its root is this mount's, and its device tells it apart later.
-    match std::fs::metadata(&mountpoint) {
-        Ok(root) => listeners.push(announce::spawn(fs.clone(), mountpoint.clone(), root.dev())),
-        Err(err) => {
-            warn!(error = %err, "cannot examine the mount; inotify watchers will not hear of changes")
-        }
+    // The mount's device tells it apart later, if the mountpoint is detached or mounted over.
+    match mount_device(&mountpoint) {
+        Some(dev) => listeners.push(announce::spawn(fs.clone(), mountpoint.clone(), dev)),
+        None => warn!(
+            "the new mount is not in /proc/self/mountinfo; inotify watchers will not hear of changes"
+        ),
     }
     if !cli.on_change.is_empty() {
         let context = on_change::Context {

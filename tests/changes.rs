@@ -1,0 +1,127 @@
+//! `--on-change` commands run by a real mount after changes from AWS.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{Moto, Mount};
+
+/// How long a test waits for a run before it fails (a bound on a hang, not a wait).
+const RUN_LIMIT: Duration = Duration::from_secs(30);
+
+/// A FIFO that commands write a line to when they run; the lines arrive on a channel.
+struct Runs {
+    path: PathBuf,
+    lines: mpsc::Receiver<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Runs {
+    fn new() -> Runs {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let (tx, lines) = mpsc::channel();
+        let fifo = path.clone();
+        std::thread::spawn(move || loop {
+            // Each writer opens, writes and closes: read until it closes, then open again.
+            let Ok(file) = std::fs::File::open(&fifo) else {
+                return;
+            };
+            for line in BufReader::new(file).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Runs {
+            path,
+            lines,
+            _dir: dir,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The next line a run wrote.
+    fn next(&self) -> String {
+        self.lines
+            .recv_timeout(RUN_LIMIT)
+            .expect("the command did not run")
+    }
+}
+
+fn seeded() -> Moto {
+    let moto = Moto::start();
+    moto.put("/app/db/password", "SecureString", "hunter2");
+    moto.put("/app/db/user", "String", "app");
+    moto.put("/app/name", "String", "demo");
+    moto
+}
+
+#[test]
+fn a_command_runs_once_per_refresh_with_the_paths_under_its_path() {
+    let moto = seeded();
+    let runs = Runs::new();
+    let fifo = runs.path().display();
+    let db = format!(
+        r#"db=echo "db:$(echo $SSMFS_CHANGED):$SSMFS_SOURCE:$(basename $SSMFS_MOUNTPOINT)" > {fifo}"#
+    );
+    let all = format!(r#"echo "all:$(echo $SSMFS_CHANGED)" > {fifo}"#);
+    let m = Mount::start(&moto, "/app", &["--on-change", &db, "--on-change", &all]);
+    assert_eq!(m.read("db/password"), b"hunter2");
+
+    moto.put("/app/db/password", "SecureString", "rotated");
+    moto.put("/app/db/host", "String", "db.example");
+    moto.put("/app/name", "String", "renamed");
+    m.refresh("").unwrap();
+    let mut lines = [runs.next(), runs.next()];
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "all:db/host db/password name",
+            "db:db/host db/password:ssm:/app:mnt"
+        ],
+        "one run per command, each with the paths under its PATH"
+    );
+
+    // A refresh that changes nothing runs nothing: the next line is the next change's.
+    m.refresh("").unwrap();
+    moto.put("/app/name", "String", "again");
+    m.refresh("").unwrap();
+    assert_eq!(runs.next(), "all:name");
+    let stats = m.stats();
+    assert_eq!(stats["on_change"]["runs"], 3);
+    assert_eq!(stats["on_change"]["failures"], 0);
+}
+
+#[test]
+fn a_failing_command_given_as_a_mount_option_is_counted_and_runs_again() {
+    let moto = seeded();
+    let runs = Runs::new();
+    let option = format!(
+        "on_change=echo $SSMFS_CHANGED > {}; echo broken >&2; exit 3",
+        runs.path().display()
+    );
+    let m = Mount::start(&moto, "/app", &["-o", &option]);
+    moto.put("/app/name", "String", "one");
+    m.refresh("").unwrap();
+    assert_eq!(runs.next(), "name");
+    moto.put("/app/db/user", "String", "two");
+    m.refresh("").unwrap();
+    // Runs never overlap: the second started after the first had failed.
+    assert_eq!(runs.next(), "db/user");
+    let failures = m.stats()["on_change"]["failures"].as_u64().unwrap();
+    assert!(
+        failures >= 1,
+        "the first run's failure is counted before the next run"
+    );
+    assert_eq!(m.read("name"), b"one", "a failure never touches the mount");
+}
