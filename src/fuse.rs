@@ -187,8 +187,11 @@ impl<B: Backend> Filesystem for FuseFs<B> {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let span = span("lookup", req, parent, Some(name));
         if self.fs.is_announcer(req.pid()) {
-            if let Some(r) = span.in_scope(|| self.fs.announced_lookup(parent.0, name)) {
-                return reply_entry(self.fs.stats(), reply, r);
+            match span.in_scope(|| self.fs.announced_lookup(parent.0, name)) {
+                // A name about to be made: no miss to count.
+                Some(Err(Error::NotFound)) => return reply.error(Errno::ENOENT),
+                Some(r) => return reply_entry(self.fs.stats(), reply, r),
+                None => {}
             }
         }
         self.answer_lookup(span, parent, name, reply);

@@ -146,13 +146,15 @@ impl Source {
         }
     }
 
-    /// Whether `s` can be one level of a name.
+    /// Whether `s` can be one level of a name. `.` and `..` never are: AWS may accept them in
+    /// a name, but on a filesystem they mean this directory and the one above, so such a name
+    /// is never shown (and nothing ssmfs does with a path can leave the mount).
     pub fn is_component(&self, s: &str) -> bool {
         let extra: &[u8] = match self.dialect {
             Dialect::Ssm => b"_.-",
             Dialect::SecretsManager => b"_.-+=@",
         };
-        !s.is_empty()
+        !matches!(s, "" | "." | "..")
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
     }
@@ -329,6 +331,13 @@ mod tests {
         assert_eq!(p.relative("/application/x"), None);
         assert_eq!(p.relative("/app"), None);
         assert_eq!(src("/").relative("/x/y"), Some("x/y"));
+        // A name with a `.` or `..` level is never shown: its path would leave its directory.
+        assert_eq!(p.relative("/app/../etc/shadow"), None);
+        assert_eq!(p.relative("/app/a/./b"), None);
+        assert_eq!(p.relative("/app/a/.."), None);
+        assert_eq!(p.relative("/app/a/..b/.c"), Some("a/..b/.c"));
+        let secrets: Source = "secretsmanager:prod/".parse().unwrap();
+        assert_eq!(secrets.relative("prod/../../etc/nologin"), None);
     }
 
     #[test]

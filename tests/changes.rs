@@ -73,7 +73,9 @@ fn a_command_runs_once_per_refresh_with_the_paths_under_its_path() {
     let db = format!(
         r#"db=echo "db:$(echo $SSMFS_CHANGED):$SSMFS_SOURCE:$(basename $SSMFS_MOUNTPOINT)" > {fifo}"#
     );
-    let all = format!(r#"echo "all:$(echo $SSMFS_CHANGED)" > {fifo}"#);
+    // The daemon's credentials (AWS_SECRET_ACCESS_KEY=test here) are not passed on.
+    let all =
+        format!(r#"echo "all:$(echo $SSMFS_CHANGED):${{AWS_SECRET_ACCESS_KEY-none}}" > {fifo}"#);
     let m = Mount::start(&moto, "/app", &["--on-change", &db, "--on-change", &all]);
     assert_eq!(m.read("db/password"), b"hunter2");
 
@@ -86,7 +88,7 @@ fn a_command_runs_once_per_refresh_with_the_paths_under_its_path() {
     assert_eq!(
         lines,
         [
-            "all:db/host db/password name",
+            "all:db/host db/password name:none",
             "db:db/host db/password:ssm:/app:mnt"
         ],
         "one run per command, each with the paths under its PATH"
@@ -96,7 +98,7 @@ fn a_command_runs_once_per_refresh_with_the_paths_under_its_path() {
     m.refresh("").unwrap();
     moto.put("/app/name", "String", "again");
     m.refresh("").unwrap();
-    assert_eq!(runs.next(), "all:name");
+    assert_eq!(runs.next(), "all:name:none");
     let stats = m.stats();
     assert_eq!(stats["on_change"]["runs"], 3);
     assert_eq!(stats["on_change"]["failures"], 0);

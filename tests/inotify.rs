@@ -36,15 +36,15 @@ impl Watch {
             .expect("inotifywait not found: run scripts/setup (package inotify-tools)");
         // It says so on standard error once every watch is in place.
         let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(line)) if line.contains("Watches established") => break,
-                Some(Ok(_)) => continue,
-                _ => panic!("inotifywait exited before watching"),
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
+        let (ready_tx, ready) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stderr).lines();
+            let established = lines.any(|l| l.is_ok_and(|l| l.contains("Watches established")));
+            let _ = ready_tx.send(established);
+            for _ in lines {}
+        });
+        let established = ready.recv_timeout(EVENT_LIMIT).unwrap_or(false);
+        assert!(established, "inotifywait did not start watching");
         let (tx, events) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || {

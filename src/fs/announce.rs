@@ -10,7 +10,7 @@
 //! - only the announcer's requests see a staged path differently: absent before its creation;
 //!   present, with its last version and a zero TTL, before its removal (with the removed
 //!   directories above it); every other request sees the tree, and a change asked for by
-//!   anyone else is refused as before;
+//!   anyone else (or by the announcer, of anything but its staged path) is refused as before;
 //! - the announcer changes nothing in the tree: a creation is answered with what a lookup
 //!   answers, a removal removes only the kernel's entry, a truncation must keep the size.
 
@@ -35,6 +35,8 @@ pub enum Staged {
     File(Arc<Cached>),
     /// A directory that went away: it is about to be removed.
     Dir,
+    /// A parameter with a new version: it is about to be truncated to its own size.
+    Written,
 }
 
 /// The path the announcer is acting on.
@@ -127,15 +129,24 @@ impl<B: Backend> Fs<B> {
                     && match s.staged {
                         Staged::File(_) => !dir,
                         Staged::Dir => dir,
-                        Staged::Absent => false,
+                        Staged::Absent | Staged::Written => false,
                     }
             })
     }
 
-    /// The announcer's truncation of a file to the size it has: accepted, and changes nothing.
+    /// The announcer's truncation of its staged file to the size it has: accepted, and changes
+    /// nothing.
     pub fn announced_truncate(&self, ino: Ino, size: u64) -> Result<Entry, Error> {
+        let stage = self.announcer.stage.lock().unwrap().clone();
+        let staged = stage.is_some_and(|s| {
+            matches!(s.staged, Staged::Written)
+                && matches!(
+                    self.core.lock().unwrap().inodes.node(ino),
+                    Some(Node::File { path, .. }) if **path == *s.path
+                )
+        });
         let entry = self.getattr(ino)?;
-        if entry.attr.kind == Kind::File && entry.attr.size == size {
+        if staged && entry.attr.kind == Kind::File && entry.attr.size == size {
             Ok(entry)
         } else {
             Err(Error::ReadOnly)

@@ -262,13 +262,8 @@ impl<B: Backend> Fs<B> {
         let _ = self.runtime.set(rt);
     }
 
-    pub fn stats(&self) -> &Stats {
+    pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
-    }
-
-    /// The counters, for parts of the daemon that outlive a borrow (the `--on-change` runners).
-    pub fn shared_stats(&self) -> Arc<Stats> {
-        self.stats.clone()
     }
 
     /// The status line, which changes after each group refresh and at the start and end of an

@@ -210,6 +210,9 @@ pub struct Tree {
     /// What selectors resolved to before this instant was forgotten by a forced refresh: an
     /// older resolution landing later is not recorded.
     selectors_floor: Option<Instant>,
+    /// What the selectors a forced refresh forgot had resolved to, so that the next resolution
+    /// can tell whether a label moved (see [`news`]).
+    forgotten: Capped<(String, String), Option<String>>,
     /// Paths of parameters removed by the apply in progress: their pinned versions go too.
     removed: HashSet<String>,
     /// Recursive listings in progress, fetched a page at a time (see [`partial`]).
@@ -234,6 +237,7 @@ impl Tree {
             generations: 0,
             next_cookie: FIRST_COOKIE,
             selectors_floor: None,
+            forgotten: Capped::new(MAX_SELECTORS),
             removed: HashSet::new(),
             partials: HashMap::new(),
             partials_floor: None,

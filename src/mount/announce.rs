@@ -12,10 +12,11 @@
 //!   `IN_MODIFY`, `IN_CLOSE_WRITE` (a watch on the old version's inode was sent
 //!   `IN_DELETE_SELF` by the kernel thread already).
 //!
-//! Promises: nothing anyone reads changes (see [`crate::fs::announce`]); a step that fails is
-//! skipped (its name was made or removed meanwhile); on a mount where the steps are refused
-//! (mounted `ro`, or a daemon without `CAP_DAC_OVERRIDE`) the log says so once and no events
-//! are raised; the kernel thread never waits for the announcer: batches queue to it.
+//! Promises: nothing anyone reads changes (see [`crate::fs::announce`]); no step acts on a path
+//! with a `.` or `..` level; a step that fails is skipped (its name was made or removed
+//! meanwhile); where the kernel refuses the steps (a daemon without `CAP_DAC_OVERRIDE`) the log
+//! says so once; the kernel thread never waits for the announcer: batches queue to it. (On a
+//! mount made `ro` the announcer is not started.)
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -40,11 +41,9 @@ pub fn spawn<B: Backend>(fs: Arc<Fs<B>>, mountpoint: PathBuf, dev: u64) -> Liste
         .name("ssmfs-announce".to_string())
         .spawn(move || {
             fs.set_announcer(nix::unistd::gettid().as_raw() as u32);
-            let mut refused = false;
+            let mut warned = false;
             for news in rx {
-                if !refused {
-                    refused = announce(&fs, &mountpoint, dev, &news);
-                }
+                announce(&fs, &mountpoint, dev, &news, &mut warned);
             }
         })
         .expect("spawn the announcer thread");
@@ -53,14 +52,14 @@ pub fn spawn<B: Backend>(fs: Arc<Fs<B>>, mountpoint: PathBuf, dev: u64) -> Liste
     })
 }
 
-/// Raises the events of one batch; `true` when the mount refuses the steps (then no later batch
-/// is tried).
-fn announce<B: Backend>(fs: &Fs<B>, mountpoint: &Path, dev: u64, news: &[News]) -> bool {
+/// Raises the events of one batch. The first step refused for want of rights is a warning
+/// (once); any other failure is a debug line.
+fn announce<B: Backend>(fs: &Fs<B>, mountpoint: &Path, dev: u64, news: &[News], warned: &mut bool) {
     let root = match open_root(mountpoint, dev) {
         Ok(root) => root,
         Err(why) => {
             debug!(why, "changes not announced");
-            return false;
+            return;
         }
     };
     let removals = news
@@ -75,19 +74,18 @@ fn announce<B: Backend>(fs: &Fs<B>, mountpoint: &Path, dev: u64, news: &[News]) 
         fs.stage(None);
         match result {
             Ok(()) => crate::stats::Stats::bump(&fs.stats().announced),
-            Err(err @ (Errno::EROFS | Errno::EACCES | Errno::EPERM)) => {
+            Err(err @ (Errno::EACCES | Errno::EPERM)) if !*warned => {
+                *warned = true;
                 warn!(
                     error = %err,
-                    "programs watching the mount with inotify will not hear of changes: the \
-                     mount refuses ssmfs's own steps (mounted ro, or ssmfs runs without \
+                    "programs watching the mount with inotify may not hear of changes: the \
+                     kernel refuses ssmfs's own steps on the mount (run ssmfs as root with \
                      CAP_DAC_OVERRIDE)"
                 );
-                return true;
             }
             Err(err) => debug!(path = n.shown, error = %err, "change not announced"),
         }
     }
-    false
 }
 
 /// The mount's root, if `mountpoint` still shows this mount.
@@ -104,6 +102,11 @@ fn open_root(mountpoint: &Path, dev: u64) -> Result<OwnedFd, &'static str> {
 
 /// One change made on the mount, its path staged for the announcer's requests.
 fn step<B: Backend>(fs: &Fs<B>, root: &OwnedFd, n: &News) -> nix::Result<()> {
+    // Names never have such levels (see `Source::is_component`); a path with one would leave
+    // the mount.
+    if n.shown.split('/').any(|c| matches!(c, "" | "." | "..")) {
+        return Err(Errno::EINVAL);
+    }
     let stage = |staged| {
         fs.stage(Some(Stage {
             shown: n.shown.clone(),
@@ -136,13 +139,16 @@ fn step<B: Backend>(fs: &Fs<B>, root: &OwnedFd, n: &News) -> nix::Result<()> {
             ) {
                 // A reader looked the name up first: it can only be told of as a change.
                 Err(Errno::EEXIST) => {
-                    fs.stage(None);
+                    stage(Staged::Written);
                     rewrite(root, path)
                 }
                 other => other,
             }
         }
-        What::Changed(_) => rewrite(root, path),
+        What::Changed(_) => {
+            stage(Staged::Written);
+            rewrite(root, path)
+        }
         // Labels are never listed: nothing watches them.
         What::Label => Ok(()),
     }

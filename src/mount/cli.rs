@@ -155,7 +155,7 @@ pub struct Cli {
         long,
         value_name = "SECONDS",
         default_value_t = 60,
-        value_parser = parse_seconds,
+        value_parser = parse_limit,
         help_heading = "Changes"
     )]
     pub on_change_timeout: u64,
@@ -304,6 +304,14 @@ fn parse_seconds(s: &str) -> Result<u64, String> {
         ));
     }
     Ok(secs)
+}
+
+/// A time limit: a whole number of seconds, at least one.
+fn parse_limit(s: &str) -> Result<u64, String> {
+    match parse_seconds(s)? {
+        0 => Err("a time limit must be at least 1 second".to_string()),
+        secs => Ok(secs),
+    }
 }
 
 /// One `-o` option: `Some(--long-option)` for an ssmfs option, `None` for a generic one.

@@ -16,6 +16,7 @@ pub mod devfuse;
 pub mod on_change;
 
 use std::io::IsTerminal;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -123,15 +124,6 @@ fn check_dead_mount(path: &Path) -> Result<(), String> {
         path.display()
     );
     check_mountpoint(path)
-}
-
-/// The device of the topmost mount at `path`, read from mountinfo: a `stat` would make the
-/// kernel cache the root's attributes, and a dead mount's root would then still answer `stat`.
-fn mount_device(path: &Path) -> Option<u64> {
-    let mounts = procfs::process::Process::myself().ok()?.mountinfo().ok()?;
-    let mount = mounts.into_iter().rfind(|m| m.mount_point == path)?;
-    let (major, minor) = mount.majmin.split_once(':')?;
-    Some(libc::makedev(major.parse().ok()?, minor.parse().ok()?))
 }
 
 /// Whether the topmost mount at `path` is of type fuse.ssmfs.
@@ -375,12 +367,18 @@ fn listeners<B: Backend>(
 ) -> Vec<Listener> {
     let mountpoint = std::path::absolute(&cli.mountpoint).unwrap_or(cli.mountpoint.clone());
     let mut listeners = Vec::new();
-    // The mount's device tells it apart later, if the mountpoint is detached or mounted over.
-    match mount_device(&mountpoint) {
-        Some(dev) => listeners.push(announce::spawn(fs.clone(), mountpoint.clone(), dev)),
-        None => warn!(
-            "the new mount is not in /proc/self/mountinfo; inotify watchers will not hear of changes"
-        ),
+    // The kernel refuses every change on a mount made `ro`, the announcer's too.
+    if cli.mount_flags.read_only {
+        info!("mounted ro: programs watching the mount with inotify will not hear of changes");
+    } else {
+        // The mount's device tells it apart later, if the mountpoint is detached or mounted over.
+        match std::fs::metadata(&mountpoint) {
+            Ok(root) => listeners.push(announce::spawn(fs.clone(), mountpoint.clone(), root.dev())),
+            Err(err) => warn!(
+                error = %err,
+                "cannot examine the new mount; inotify watchers will not hear of changes"
+            ),
+        }
     }
     if !cli.on_change.is_empty() {
         let context = on_change::Context {
@@ -389,7 +387,7 @@ fn listeners<B: Backend>(
             timeout: Duration::from_secs(cli.on_change_timeout),
         };
         let commands = cli.on_change.clone();
-        listeners.push(on_change::spawn(rt, commands, context, fs.shared_stats()));
+        listeners.push(on_change::spawn(rt, commands, context, fs.stats().clone()));
     }
     listeners
 }

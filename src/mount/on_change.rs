@@ -8,8 +8,9 @@
 //! - a command never runs beside itself: changes that arrive while it runs make exactly one more
 //!   run after it, with all their paths;
 //! - it runs as `/bin/sh -c COMMAND` in a process group of its own, with `SSMFS_CHANGED` (the
-//!   changed paths under PATH, mount-relative, one per line), `SSMFS_MOUNTPOINT` and
-//!   `SSMFS_SOURCE` added to the daemon's environment: paths, never values;
+//!   changed paths under PATH, mount-relative, one per line, up to 64 KiB), `SSMFS_MOUNTPOINT`
+//!   and `SSMFS_SOURCE` added to the daemon's environment, less its AWS credentials: paths,
+//!   never values;
 //! - past its time limit its whole process group is killed; a failure is logged at warn with its
 //!   exit status and the last lines of its standard error; neither touches the mount or later
 //!   runs. Runs, failures and time-outs are counted in `.stats` and `/metrics`.
@@ -33,6 +34,20 @@ use crate::stats::Stats;
 
 /// Lines of a failed command's standard error that are logged.
 const STDERR_LINES: usize = 10;
+/// The most `SSMFS_CHANGED` holds, in bytes: Linux refuses to start a program with an
+/// environment string over 128 KiB. The paths beyond it are counted in
+/// `SSMFS_CHANGED_TRUNCATED`.
+const CHANGED_BYTES: usize = 64 * 1024;
+/// The daemon's AWS credentials stay with the daemon: a command never needs them to reload a
+/// program, and it may log its environment.
+const CREDENTIALS: [&str; 6] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+];
 /// Bytes of each such line that are logged.
 const LINE_BYTES: usize = 400;
 
@@ -131,41 +146,65 @@ async fn runner(
         changed.dedup();
         Stats::bump(&stats.on_change_runs);
         match run(&command, &changed, &context).await {
-            Outcome::Done => {}
-            Outcome::Failed => Stats::bump(&stats.on_change_failures),
-            Outcome::TimedOut => Stats::bump(&stats.on_change_timeouts),
+            Ended::Done => {}
+            Ended::Failed => Stats::bump(&stats.on_change_failures),
+            Ended::TimedOut => Stats::bump(&stats.on_change_timeouts),
         }
     }
 }
 
-enum Outcome {
+/// How a run ended.
+enum Ended {
     Done,
     Failed,
     TimedOut,
 }
 
-async fn run(command: &str, changed: &[String], context: &Context) -> Outcome {
+/// The value of `SSMFS_CHANGED`: the paths, one per line, as many as fit in
+/// [`CHANGED_BYTES`]; and how many were left out.
+fn changed_env(changed: &[String]) -> (String, usize) {
+    let mut value = String::new();
+    for (i, path) in changed.iter().enumerate() {
+        if value.len() + path.len() + 1 > CHANGED_BYTES {
+            return (value, changed.len() - i);
+        }
+        if !value.is_empty() {
+            value.push('\n');
+        }
+        value.push_str(path);
+    }
+    (value, 0)
+}
+
+async fn run(command: &str, changed: &[String], context: &Context) -> Ended {
     debug!(
         command,
         changed = changed.len(),
         "running --on-change command"
     );
-    let spawned = tokio::process::Command::new("/bin/sh")
-        .arg("-c")
+    let (paths, left_out) = changed_env(changed);
+    let mut cmd = tokio::process::Command::new("/bin/sh");
+    cmd.arg("-c")
         .arg(command)
-        .env("SSMFS_CHANGED", changed.join("\n"))
+        .env("SSMFS_CHANGED", paths)
         .env("SSMFS_MOUNTPOINT", &context.mountpoint)
         .env("SSMFS_SOURCE", &context.source)
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(true)
-        .spawn();
+        .kill_on_drop(true);
+    for name in CREDENTIALS {
+        cmd.env_remove(name);
+    }
+    if left_out > 0 {
+        cmd.env("SSMFS_CHANGED_TRUNCATED", left_out.to_string());
+    }
+    let spawned = cmd.spawn();
     let mut child = match spawned {
         Ok(child) => child,
         Err(err) => {
             warn!(command, error = %err, "--on-change command could not start");
-            return Outcome::Failed;
+            return Ended::Failed;
         }
     };
     let stderr = child.stderr.take().map(|err| tokio::spawn(tail(err)));
@@ -181,31 +220,33 @@ async fn run(command: &str, changed: &[String], context: &Context) -> Outcome {
                 timeout = ?context.timeout,
                 "--on-change command timed out; its process group was killed"
             );
-            return Outcome::TimedOut;
+            return Ended::TimedOut;
         }
     };
     // A child that left the group may hold standard error open: its tail is not waited for long.
     let lines = match stderr {
-        Some(task) => tokio::time::timeout(Duration::from_secs(1), task)
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default(),
+        Some(mut task) => match tokio::time::timeout(Duration::from_secs(1), &mut task).await {
+            Ok(lines) => lines.unwrap_or_default(),
+            Err(_) => {
+                task.abort();
+                VecDeque::new()
+            }
+        },
         None => VecDeque::new(),
     };
     match status {
         Ok(status) if status.success() => {
             info!(command, changed = changed.len(), "--on-change command ran");
-            Outcome::Done
+            Ended::Done
         }
         Ok(status) => {
             let stderr = Vec::from(lines).join("\n");
             warn!(command, %status, stderr, "--on-change command failed");
-            Outcome::Failed
+            Ended::Failed
         }
         Err(err) => {
             warn!(command, error = %err, "--on-change command could not be waited for");
-            Outcome::Failed
+            Ended::Failed
         }
     }
 }
@@ -328,28 +369,54 @@ mod tests {
         /// Waits for a run to start: it writes a line to the FIFO `started`. (An open that
         /// meets the previous writer still closing reads nothing, and opens again.)
         fn started(&self) -> String {
-            loop {
-                let fifo = std::fs::File::open(self.path("started")).unwrap();
+            let fifo = self.path("started");
+            bounded(move || loop {
+                let file = std::fs::File::open(&fifo).unwrap();
                 let mut line = String::new();
-                std::io::BufReader::new(fifo).read_line(&mut line).unwrap();
+                std::io::BufReader::new(file).read_line(&mut line).unwrap();
                 if !line.is_empty() {
                     return line;
                 }
-            }
+            })
         }
 
         /// Lets the run waiting on the FIFO `gate` end.
         fn open_gate(&self) {
-            let mut fifo = std::fs::OpenOptions::new()
-                .write(true)
-                .open(self.path("gate"))
-                .unwrap();
-            writeln!(fifo, "go").unwrap();
+            let fifo = self.path("gate");
+            bounded(move || {
+                let mut file = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+                writeln!(file, "go").unwrap();
+            })
         }
 
         fn log(&self) -> String {
             std::fs::read_to_string(self.path("log")).unwrap()
         }
+    }
+
+    /// Runs a blocking step on a thread of its own; a step that does not end in 30 s fails the
+    /// test instead of hanging it.
+    fn bounded<T: Send + 'static>(step: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(step());
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("no run came in 30 s")
+    }
+
+    #[test]
+    fn changed_paths_are_cut_to_what_an_environment_string_can_hold() {
+        let few = vec!["a".to_string(), "b/c".to_string()];
+        assert_eq!(changed_env(&few), ("a\nb/c".to_string(), 0));
+        let many: Vec<String> = (0..10_000).map(|i| format!("dir/param-{i:05}")).collect();
+        let (value, left_out) = changed_env(&many);
+        assert!(value.len() <= CHANGED_BYTES);
+        assert_eq!(value.lines().count() + left_out, many.len());
+        assert!(
+            value.lines().all(|l| l.starts_with("dir/param-")),
+            "whole paths only"
+        );
     }
 
     #[test]

@@ -82,9 +82,14 @@ fn sample() -> MemoryBackend {
     b
 }
 
-/// Records the invalidations (`.0`) and the news (`.1`) the core sends.
+/// Records the invalidations (`.0`), the news (`.1`) and the inodes replaced (`.2`) the core
+/// sends.
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<Inval>>>, Arc<Mutex<Vec<News>>>);
+struct Recorder(
+    Arc<Mutex<Vec<Inval>>>,
+    Arc<Mutex<Vec<News>>>,
+    Arc<Mutex<Vec<Replaced>>>,
+);
 
 impl Recorder {
     /// The news recorded since the last call, as (kind, shown path) pairs.
@@ -111,6 +116,7 @@ impl Invalidator for Recorder {
     fn invalidate(&self, outcome: Outcome) {
         self.0.lock().unwrap().extend(outcome.invals);
         self.1.lock().unwrap().extend(outcome.news);
+        self.2.lock().unwrap().extend(outcome.replaced);
     }
 
     fn barrier(&self) -> tokio::sync::oneshot::Receiver<()> {
@@ -835,6 +841,7 @@ async fn max_stale_bounds_what_an_outage_serves() {
 }
 
 mod ahead;
+mod announce;
 mod bounds;
 mod cold;
 #[cfg(feature = "shuttle")]

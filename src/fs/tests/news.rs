@@ -1,6 +1,7 @@
 //! News of changes in AWS: what a fetch reports to whoever watches the mount.
 
 use super::*;
+use crate::backend::Param;
 
 async fn watched(b: &MemoryBackend) -> (Arc<Fs<MemoryBackend>>, Recorder) {
     let fs = started(b, "/app", LONG).await;
@@ -157,28 +158,63 @@ async fn a_label_that_moved_is_news() {
 #[tokio::test]
 async fn a_changed_file_the_kernel_holds_is_replaced() {
     let b = sample();
-    let fs = started(&b, "/app", LONG).await;
-    let replaced = Arc::new(Mutex::new(Vec::new()));
-    struct Replacements(Arc<Mutex<Vec<Replaced>>>);
-    impl Invalidator for Replacements {
-        fn invalidate(&self, outcome: Outcome) {
-            self.0.lock().unwrap().extend(outcome.replaced);
-        }
-        fn barrier(&self) -> tokio::sync::oneshot::Receiver<()> {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            tx.send(()).unwrap();
-            rx
-        }
-    }
-    fs.set_invalidator(Box::new(Replacements(replaced.clone())));
+    let (fs, rec) = watched(&b).await;
     let db = resolve(&fs, "db").await.unwrap().attr.ino;
     let pw = resolve(&fs, "db/password").await.unwrap().attr.ino;
     b.put("/app/db/password", SecureString, "rotated");
     b.put("/app/name", Str, "never looked up");
     fs.refresh("").await.unwrap();
     assert_eq!(
-        *replaced.lock().unwrap(),
+        *rec.2.lock().unwrap(),
         [Replaced(db, pw, "password".into())],
         "only inodes the kernel holds"
     );
+}
+
+#[tokio::test]
+async fn a_label_that_moved_after_a_forced_refresh_is_news() {
+    let b = sample();
+    b.put("/app/name", Str, "v2");
+    b.label("/app/name", 1, "live");
+    let (fs, rec) = watched(&b).await;
+    assert_eq!(cat(&fs, "name:live").await.unwrap(), b"demo");
+    fs.refresh("").await.unwrap();
+    b.label("/app/name", 2, "live");
+    assert_eq!(cat(&fs, "name:live").await.unwrap(), b"v2");
+    assert_eq!(rec.news(), news(&[("label", "name:live")]));
+    // Asked again with nothing moved: no news.
+    fs.refresh("").await.unwrap();
+    assert_eq!(cat(&fs, "name:live").await.unwrap(), b"v2");
+    assert_eq!(rec.news(), news(&[]));
+}
+
+#[tokio::test]
+async fn a_key_of_a_json_secret_is_news_only_when_its_own_value_changed() {
+    let b = sample();
+    let fs = started(&b, "/app", LONG).await;
+    let source = fs.config.source.clone();
+    let key = |name: &str, value: &str, version: u64| {
+        let mut p = Param::test(&format!("/app/s/{name}"), value, version);
+        p.derived = true;
+        p
+    };
+    let mut core = fs.core.lock().unwrap();
+    let at = tokio::time::Instant::now();
+    core.tree.apply_sweep(
+        "s",
+        vec![key("user", "app", 1), key("pass", "one", 1)],
+        &source,
+        at,
+    );
+    core.tree.take_news();
+    // The secret has a new version: both keys carry it, only one changed.
+    let later = at + Duration::from_secs(1);
+    core.tree.apply_sweep(
+        "s",
+        vec![key("user", "app", 2), key("pass", "two", 2)],
+        &source,
+        later,
+    );
+    let news: Vec<String> = core.tree.take_news().into_iter().map(|n| n.shown).collect();
+    assert_eq!(news, ["s/pass"]);
 }

@@ -232,7 +232,13 @@ impl Tree {
                     name: format!("{name}{SELECTOR}{selector}"),
                 });
             }
-            _ => {}
+            Some(_) => {}
+            // Forgotten by a forced refresh (which told the kernel already): news only.
+            None => {
+                if self.forgotten.pop(&key).is_some_and(|old| old != version) {
+                    self.label_moved(path.clone(), selector.to_string());
+                }
+            }
         }
         if !too_old {
             self.selectors.put(key, (version, at));
@@ -254,14 +260,21 @@ impl Tree {
         if self.selectors_floor.is_none_or(|t| t < at) {
             self.selectors_floor = Some(at);
         }
+        let which = |path: &String, sel: &str, version: &Option<String>| {
+            in_subtree(top, split(path).0)
+                && (version.is_none() || !sel.starts_with(|c: char| c.is_ascii_digit()))
+        };
+        let forgotten: Vec<_> = self
+            .selectors
+            .iter()
+            .filter(|((path, sel), (version, _))| which(path, sel, version))
+            .map(|(key, (version, _))| (key.clone(), version.clone()))
+            .collect();
+        for (key, version) in forgotten {
+            self.forgotten.put(key, version);
+        }
         let mut changes = Vec::new();
-        self.drop_selectors(
-            |path, sel, version| {
-                in_subtree(top, split(path).0)
-                    && (version.is_none() || !sel.starts_with(|c: char| c.is_ascii_digit()))
-            },
-            &mut changes,
-        );
+        self.drop_selectors(which, &mut changes);
         changes
     }
 }

@@ -7,6 +7,7 @@
 //!   directory never listed before) is not, because nothing was known of it before;
 //! - a path that changed and changed back within one fetch is no news;
 //! - a new directory's parameters are news with it (they appeared too);
+//! - a label that moved is news, also when a forced refresh had made the mount forget it;
 //! - news names paths and versions, never values.
 
 use std::collections::HashMap;
@@ -99,6 +100,13 @@ impl Tree {
             let (dir, name) = split(&path);
             let now = self.dirs.get(dir).and_then(|d| d.files.get(name));
             let what = match (old, now) {
+                // A key of a JSON secret takes its secret's version: it changed only if its
+                // value did.
+                (Some(old), Some(now))
+                    if now.param.derived && now.param.content == old.param.content =>
+                {
+                    continue
+                }
                 (Some(old), Some(now)) if !now.same_version(&old.param) => What::Changed(old),
                 (None, Some(_)) => What::Added,
                 (Some(old), None) => What::Removed(old),
@@ -128,7 +136,6 @@ impl Tree {
             });
         }
         news.sort_by(|a, b| a.shown.cmp(&b.shown));
-        news.dedup_by(|a, b| a.shown == b.shown && a.is_dir() == b.is_dir());
         news
     }
 }
