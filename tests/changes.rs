@@ -127,3 +127,15 @@ fn a_failing_command_given_as_a_mount_option_is_counted_and_runs_again() {
     );
     assert_eq!(m.read("name"), b"one", "a failure never touches the mount");
 }
+
+#[test]
+fn with_a_command_the_mount_polls_and_runs_it_though_nothing_reads() {
+    let moto = seeded();
+    let runs = Runs::new();
+    let command = format!(r#"echo "$SSMFS_CHANGED" > {}"#, runs.path().display());
+    let m = Mount::start(&moto, "/app", &["--max-age", "1", "--on-change", &command]);
+    moto.put("/app/name", "String", "changed while nobody reads");
+    // No read, no .refresh: the poll finds the change within a max age.
+    assert_eq!(runs.next(), "name");
+    assert_eq!(m.read("name"), b"changed while nobody reads");
+}

@@ -206,3 +206,12 @@ fn programs_cannot_raise_events_or_change_anything() {
     assert_eq!(m.ls("db"), [".refresh", "password", "user"]);
     assert_eq!(m.stats()["changes_announced"], 0);
 }
+
+#[test]
+fn with_poll_a_watcher_hears_of_a_change_though_nothing_reads() {
+    let moto = seeded();
+    let m = Mount::start(&moto, "/app", &["--max-age", "1", "--poll"]);
+    let mut w = Watch::start(&["-r"], &[&m.path("")]);
+    moto.put("/app/db/user", "String", "changed");
+    w.expect(&["MODIFY", &p(&m, "db/user")]);
+}

@@ -11,7 +11,9 @@
 //! - [`refresher`]: runs fetches (single-flight, bounded waits, back-off through outages) and
 //!   applies their results, the only thing that changes the tree;
 //! - [`listing`]: directory listings with stable offsets;
-//! - [`control`]: the control files `.refresh` and `.stats`.
+//! - [`control`]: the control files `.refresh` and `.stats`;
+//! - `poll`: refreshes each group at its max age, read or not (`--poll`);
+//! - [`announce`]: how the requests of the thread that raises inotify events are answered.
 //!
 //! Promises:
 //! - an answer from knowledge younger than `max_age` costs no API call, for names that exist and
@@ -45,6 +47,7 @@ pub mod control;
 pub mod inodes;
 pub mod listing;
 pub mod plan;
+mod poll;
 pub mod refresher;
 mod slow;
 pub mod tree;

@@ -603,7 +603,7 @@ impl<B: Backend> Fs<B> {
     }
 
     /// `Some(error)` while calls are held back after a transient failure.
-    fn backing_off(&self) -> Option<BackendError> {
+    pub(super) fn backing_off(&self) -> Option<BackendError> {
         let health = self.health.lock().unwrap();
         match health.retry_at {
             Some(t) if Instant::now() < t => Some(BackendError::Unavailable(

@@ -144,6 +144,12 @@ pub struct Cli {
     #[arg(long, value_name = "PATH", help_heading = "Logging")]
     pub log_file: Option<PathBuf>,
 
+    /// Refresh every group when its max age runs out, even while nothing reads it, so that
+    /// programs watching the mount (inotify, --on-change) hear of changes within a max age.
+    /// Costs a listing of the tree per max age. On with --on-change.
+    #[arg(long, help_heading = "Changes")]
+    pub poll: bool,
+
     /// Run COMMAND with /bin/sh -c after a refresh changed anything under PATH (mount-relative;
     /// the whole mount without PATH=), e.g. db='systemctl reload app'. Repeatable. One run per
     /// refresh, never two at once; SSMFS_CHANGED holds the changed paths, one per line.

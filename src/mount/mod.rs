@@ -291,6 +291,9 @@ fn serve<B: Backend>(
         .map_err(|e| format!("cannot start the FUSE thread: {e}"))?;
     let listeners = listeners(cli, &fs, &fsname, rt.handle());
     fs.set_invalidator(Box::new(KernelInvalidator::spawn(notifier, listeners)));
+    if cli.poll || !cli.on_change.is_empty() {
+        rt.spawn(fs.clone().poll());
+    }
     // Handlers are in place before readiness is reported, so that a signal sent as soon as the
     // mount is live unmounts (or refreshes) instead of killing the process.
     let (mut term, mut int, mut hup) = {

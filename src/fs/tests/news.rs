@@ -218,3 +218,54 @@ async fn a_key_of_a_json_secret_is_news_only_when_its_own_value_changed() {
     let news: Vec<String> = core.tree.take_news().into_iter().map(|n| n.shown).collect();
     assert_eq!(news, ["s/pass"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_polled_group_is_swept_once_a_max_age_whether_read_or_not() {
+    let b = sample();
+    let fs = started(&b, "/app", Duration::from_secs(60)).await;
+    let rec = Recorder::default();
+    fs.set_invalidator(Box::new(rec.clone()));
+    tokio::spawn(fs.clone().poll());
+    b.put("/app/name", Str, "polled");
+    let calls = b.total_calls();
+    tokio::time::sleep(Duration::from_secs(47)).await;
+    assert_eq!(
+        b.total_calls(),
+        calls,
+        "not before the last fifth of the max age"
+    );
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    assert_eq!(b.total_calls(), calls + 1, "one sweep of the group");
+    assert_eq!(rec.news(), news(&[("changed", "name")]));
+    // A sweep that something else made (here `.refresh`, just before the earliest next poll)
+    // puts the next poll a max age after it.
+    tokio::time::sleep(Duration::from_secs(34)).await;
+    fs.refresh("").await.unwrap();
+    let calls = b.total_calls();
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    assert_eq!(
+        b.total_calls(),
+        calls,
+        "the refresh counts as the group's sweep"
+    );
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    assert_eq!(b.total_calls(), calls + 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_poll_waits_for_the_next_turn() {
+    let b = sample();
+    let fs = started(&b, "/app", Duration::from_secs(60)).await;
+    tokio::spawn(fs.clone().poll());
+    b.fail_with(Some(crate::backend::BackendError::AccessDenied(
+        "no".into(),
+    )));
+    // The first poll comes between 48 s and 60 s, the next one 48 s to 60 s after it.
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let calls = b.total_calls();
+    assert_eq!(calls, 2, "the start-up check and the poll");
+    tokio::time::sleep(Duration::from_secs(34)).await;
+    assert_eq!(b.total_calls(), calls, "no retry before the next turn");
+    tokio::time::sleep(Duration::from_secs(26)).await;
+    assert_eq!(b.total_calls(), calls + 1, "tried again at the next turn");
+}
