@@ -139,3 +139,106 @@ fn with_a_command_the_mount_polls_and_runs_it_though_nothing_reads() {
     assert_eq!(runs.next(), "name");
     assert_eq!(m.read("name"), b"changed while nobody reads");
 }
+
+/// An nginx master started with a config of its own, stopped on drop.
+struct Nginx {
+    conf: PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Serves `location /` from `include INCLUDE;`.
+    fn start(include: &Path) -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let port = common::free_port();
+        let d = dir.path().display();
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "daemon on; pid {d}/nginx.pid; error_log {d}/error.log; worker_processes 1;\n\
+                 events {{}}\n\
+                 http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
+                 fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+                 server {{ listen 127.0.0.1:{port}; location / {{ include {}; }} }} }}\n",
+                include.display()
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new("nginx")
+            .args(["-e", &format!("{d}/error.log"), "-c"])
+            .arg(&conf)
+            .output()
+            .expect("nginx not found: run scripts/setup");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Nginx {
+            conf,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// The reload command, as an --on-change command gives it.
+    fn reload(&self) -> String {
+        format!("nginx -c {} -s reload", self.conf.display())
+    }
+
+    fn get(&self) -> String {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        conn.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        let mut response = String::new();
+        conn.read_to_string(&mut response).unwrap();
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nginx")
+            .args(["-c"])
+            .arg(&self.conf)
+            .args(["-s", "stop"])
+            .output();
+    }
+}
+
+#[test]
+fn nginx_serves_a_new_value_reloaded_by_on_change_alone() {
+    let moto = seeded();
+    moto.put("/app/web/greeting", "String", r#"return 200 "hello one";"#);
+    // The mount is made first, for nginx includes a file of it; the command is known before
+    // nginx's config exists, so it reads the reload command from a file beside the mount.
+    let runs = Runs::new();
+    let reload_file = runs.path().with_file_name("reload");
+    let command = format!(
+        r#"web=sh "{}" && echo reloaded > {}"#,
+        reload_file.display(),
+        runs.path().display()
+    );
+    let m = Mount::start(&moto, "/app", &["--on-change", &command]);
+    let nginx = Nginx::start(&m.path("web/greeting"));
+    std::fs::write(&reload_file, nginx.reload()).unwrap();
+    assert_eq!(nginx.get(), "hello one");
+
+    moto.put("/app/web/greeting", "String", r#"return 200 "hello two";"#);
+    m.refresh("").unwrap();
+    assert_eq!(runs.next(), "reloaded");
+    // nginx -s reload returns once the master has its signal; the new workers follow.
+    let deadline = std::time::Instant::now() + RUN_LIMIT;
+    while nginx.get() != "hello two" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nginx kept the old value"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -25,6 +25,8 @@ Examples:
   ssmfs -f ssm:/ /mnt/ssm --max-age 60     every parameter, in the foreground, refreshed after 60 s
   ssmfs /app /mnt/ssm --endpoint-url http://127.0.0.1:5000 --region us-east-1
                                            against a local emulator
+  ssmfs /app /mnt/ssm --on-change 'db=systemctl reload app'
+                                           reload app when something under db/ changes
 
 Then: cat /mnt/ssm/db/password; echo 1 > /mnt/ssm/.refresh forces a refresh; umount /mnt/ssm.
 
@@ -153,7 +155,14 @@ pub struct Cli {
     /// Run COMMAND with /bin/sh -c after a refresh changed anything under PATH (mount-relative;
     /// the whole mount without PATH=), e.g. db='systemctl reload app'. Repeatable. One run per
     /// refresh, never two at once; SSMFS_CHANGED holds the changed paths, one per line.
-    #[arg(long, value_name = "[PATH=]COMMAND", help_heading = "Changes")]
+    /// SSMFS_ON_CHANGE in the environment gives one, commas and all (for systemd's
+    /// EnvironmentFile).
+    #[arg(
+        long,
+        value_name = "[PATH=]COMMAND",
+        env = "SSMFS_ON_CHANGE",
+        help_heading = "Changes"
+    )]
     pub on_change: Vec<OnChange>,
 
     /// Seconds an --on-change command may run before its whole process group is killed.
@@ -425,6 +434,24 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, String> {
         Cli::parse_args(["ssmfs"].iter().chain(args)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn on_change_commands_come_from_options_and_from_the_environment() {
+        let cli = parse(&["/app", "/mnt", "--on-change", "db=a", "-o", "on_change=b c"]).unwrap();
+        let commands: Vec<_> = cli.on_change.iter().map(|c| c.command.as_str()).collect();
+        assert_eq!(commands, ["a", "b c"]);
+        assert_eq!(cli.on_change[0].path, "db");
+        assert!(parse(&["/app", "/mnt", "--on-change-timeout", "0"]).is_err());
+        let from_env = Cli::command()
+            .get_arguments()
+            .find(|a| a.get_id() == "on_change")
+            .and_then(|a| a.get_env())
+            .map(|e| e.to_os_string());
+        assert_eq!(
+            from_env.as_deref(),
+            Some(std::ffi::OsStr::new("SSMFS_ON_CHANGE"))
+        );
     }
 
     #[test]

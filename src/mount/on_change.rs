@@ -196,6 +196,8 @@ async fn run(command: &str, changed: &[String], context: &Context) -> Ended {
     for name in CREDENTIALS {
         cmd.env_remove(name);
     }
+    // A command that starts ssmfs itself must not inherit this mount's command.
+    cmd.env_remove("SSMFS_ON_CHANGE");
     if left_out > 0 {
         cmd.env("SSMFS_CHANGED_TRUNCATED", left_out.to_string());
     }
