@@ -140,6 +140,16 @@ fn with_a_command_the_mount_polls_and_runs_it_though_nothing_reads() {
     assert_eq!(m.read("name"), b"changed while nobody reads");
 }
 
+/// nginx, where Debian puts it (root's PATH has /usr/sbin; others may not).
+fn nginx() -> PathBuf {
+    let debian = PathBuf::from("/usr/sbin/nginx");
+    if debian.exists() {
+        debian
+    } else {
+        PathBuf::from("nginx")
+    }
+}
+
 /// An nginx master started with a config of its own, stopped on drop.
 struct Nginx {
     conf: PathBuf,
@@ -166,7 +176,7 @@ impl Nginx {
             ),
         )
         .unwrap();
-        let out = std::process::Command::new("nginx")
+        let out = std::process::Command::new(nginx())
             .args(["-e", &format!("{d}/error.log"), "-c"])
             .arg(&conf)
             .output()
@@ -185,7 +195,7 @@ impl Nginx {
 
     /// The reload command, as an --on-change command gives it.
     fn reload(&self) -> String {
-        format!("nginx -c {} -s reload", self.conf.display())
+        format!("{} -c {} -s reload", nginx().display(), self.conf.display())
     }
 
     fn get(&self) -> String {
@@ -203,7 +213,7 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("nginx")
+        let _ = std::process::Command::new(nginx())
             .args(["-c"])
             .arg(&self.conf)
             .args(["-s", "stop"])

@@ -25,6 +25,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(f.to_string(), s);
     }
     let _ = s.parse::<cli::MaxAgeFor>();
+    if let Ok(on) = s.parse::<cli::OnChange>() {
+        assert!(!on.command.trim().is_empty(), "a command is never empty");
+        assert!(!on.path.starts_with('/') && !on.path.ends_with('/'));
+    }
     if let Ok(mode) = s.parse::<cli::FileMode>() {
         assert_eq!(mode.0 & !0o444, 0, "only read bits");
     }

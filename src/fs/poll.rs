@@ -4,14 +4,14 @@
 //! nothing reads it.
 //!
 //! The groups polled are the mount's root and each `--max-age-for` subtree, each at its own max
-//! age. Promises:
-//! - a group is swept once per max age at most: a sweep that readers caused (or `.refresh`)
-//!   counts, and the next poll is a max age after it;
-//! - the moment is spread uniformly over the last fifth of the max age, so that hosts started
-//!   together do not poll together;
+//! age (a sweep of the root lists the subtrees below it too, whatever their max age). Promises:
+//! - a group is swept between 0.8 and 1 max age after its last whole listing, spread uniformly
+//!   so that hosts started together do not poll together; a listing that readers caused (or
+//!   `.refresh`) counts, and a sweep already under way is joined, not repeated;
 //! - no call is tried while AWS is being left alone after a failure; a failed sweep is tried
 //!   again at the next turn, and the held values stay.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +19,6 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::refresher::Fetch;
-use super::tree::in_subtree;
 use super::Fs;
 use crate::backend::Backend;
 
@@ -27,15 +26,18 @@ use crate::backend::Backend;
 const MIN_PAUSE: Duration = Duration::from_secs(1);
 
 impl<B: Backend> Fs<B> {
-    /// Polls every group until the filesystem is dropped (runs as a task of its own).
+    /// Polls every group for as long as the runtime runs (a task of its own).
     pub async fn poll(self: Arc<Self>) {
-        let mut groups = vec![(String::new(), self.config.max_age)];
+        let mut groups = BTreeSet::from([String::new()]);
         if self.config.recursive {
-            groups.extend(self.config.max_age_for.iter().cloned());
+            groups.extend(self.config.max_age_for.iter().map(|(dir, _)| dir.clone()));
         }
         let polls: Vec<_> = groups
             .into_iter()
-            .map(|(dir, max_age)| tokio::spawn(self.clone().poll_group(dir, max_age)))
+            .map(|dir| {
+                let max_age = self.config.max_age_of(&dir);
+                tokio::spawn(self.clone().poll_group(dir, max_age))
+            })
             .collect();
         for poll in polls {
             let _ = poll.await;
@@ -64,20 +66,22 @@ impl<B: Backend> Fs<B> {
                 Fetch::Files(dir.clone())
             };
             tried = Instant::now();
-            if let Err(err) = self.fetch(fetch, Some(tried), None).await {
+            // A sweep that started after the last listing brings what this one would.
+            if let Err(err) = self.fetch(fetch, Some(last), None).await {
                 debug!(dir, error = %err, "poll failed; the held values stay");
             }
         }
     }
 
-    /// When the whole listing of `dir` was last fetched: its own, or that of a group above it.
+    /// When the whole listing of `dir` (its subtree; without subdirectories, its files) was
+    /// last fetched, by any fetch: its own sweep or one of a directory above it.
     fn last_refreshed(&self, dir: &str) -> Option<Instant> {
         let core = self.core.lock().unwrap();
-        let recursive = self.config.recursive;
-        core.tree
-            .groups()
-            .filter(|(group, _, _)| *group == dir || (recursive && in_subtree(group, dir)))
-            .map(|(_, at, _)| at)
-            .max()
+        let d = core.tree.dir(dir)?;
+        if self.config.recursive {
+            d.listed_at
+        } else {
+            d.files_at
+        }
     }
 }

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 
-use super::on_change::OnChange;
 use crate::filter::Filter;
 use crate::names::Source;
 
@@ -155,14 +154,9 @@ pub struct Cli {
     /// Run COMMAND with /bin/sh -c after a refresh changed anything under PATH (mount-relative;
     /// the whole mount without PATH=), e.g. db='systemctl reload app'. Repeatable. One run per
     /// refresh, never two at once; SSMFS_CHANGED holds the changed paths, one per line.
-    /// SSMFS_ON_CHANGE in the environment gives one, commas and all (for systemd's
-    /// EnvironmentFile).
-    #[arg(
-        long,
-        value_name = "[PATH=]COMMAND",
-        env = "SSMFS_ON_CHANGE",
-        help_heading = "Changes"
-    )]
+    /// SSMFS_ON_CHANGE in the environment, if not empty, is one more, commas and all (for
+    /// systemd's EnvironmentFile).
+    #[arg(long, value_name = "[PATH=]COMMAND", help_heading = "Changes")]
     pub on_change: Vec<OnChange>,
 
     /// Seconds an --on-change command may run before its whole process group is killed.
@@ -274,7 +268,25 @@ impl Cli {
         }
         let mut cli = Cli::try_parse_from(expanded)?;
         cli.mount_flags = flags;
+        cli.add_on_change(std::env::var_os(ON_CHANGE_VAR))
+            .map_err(invalid)?;
         Ok(cli)
+    }
+
+    /// Adds the command given in `SSMFS_ON_CHANGE` (`value`) to those of the command line; an
+    /// empty one is none.
+    pub fn add_on_change(&mut self, value: Option<OsString>) -> Result<(), String> {
+        let Some(value) = value.filter(|v| !v.is_empty()) else {
+            return Ok(());
+        };
+        let value = value
+            .into_string()
+            .map_err(|_| format!("{ON_CHANGE_VAR} must be UTF-8"))?;
+        let command = value
+            .parse()
+            .map_err(|err| format!("{ON_CHANGE_VAR}: {err}"))?;
+        self.on_change.push(command);
+        Ok(())
     }
 
     pub fn max_age(&self) -> Duration {
@@ -320,6 +332,9 @@ fn parse_seconds(s: &str) -> Result<u64, String> {
     }
     Ok(secs)
 }
+
+/// The environment variable that holds one more `--on-change` command.
+pub const ON_CHANGE_VAR: &str = "SSMFS_ON_CHANGE";
 
 /// A time limit: a whole number of seconds, at least one.
 fn parse_limit(s: &str) -> Result<u64, String> {
@@ -428,6 +443,41 @@ impl std::str::FromStr for MaxAgeFor {
     }
 }
 
+/// One `--on-change` option.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OnChange {
+    /// Mount-relative, without slashes at either end ("" for the whole mount).
+    pub path: String,
+    pub command: String,
+}
+
+impl std::str::FromStr for OnChange {
+    type Err = String;
+
+    /// `[PATH=]COMMAND`: text before the first `=` is a PATH when it has no blank and only the
+    /// characters of parameter names (so `nginx -s reload` and `curl 'http://x/?a=b'` are
+    /// commands); `=COMMAND` names the whole mount, for a command that starts with `VAR=value`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let is_path = |p: &str| {
+            p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/_.-%:".contains(c))
+        };
+        let (path, command) = match s.split_once('=') {
+            Some((path, command)) if is_path(path) => (path, command),
+            _ => ("", s),
+        };
+        if command.trim().is_empty() {
+            return Err(format!(
+                "'{s}' has no command: give [PATH=]COMMAND, e.g. db='systemctl reload app'"
+            ));
+        }
+        Ok(OnChange {
+            path: path.trim_matches('/').to_string(),
+            command: command.to_string(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,15 +493,16 @@ mod tests {
         assert_eq!(commands, ["a", "b c"]);
         assert_eq!(cli.on_change[0].path, "db");
         assert!(parse(&["/app", "/mnt", "--on-change-timeout", "0"]).is_err());
-        let from_env = Cli::command()
-            .get_arguments()
-            .find(|a| a.get_id() == "on_change")
-            .and_then(|a| a.get_env())
-            .map(|e| e.to_os_string());
-        assert_eq!(
-            from_env.as_deref(),
-            Some(std::ffi::OsStr::new("SSMFS_ON_CHANGE"))
-        );
+        // SSMFS_ON_CHANGE adds one to those of the command line; empty, it adds none.
+        let mut cli = cli;
+        cli.add_on_change(Some("curl -d a,b http://x".into()))
+            .unwrap();
+        let commands: Vec<_> = cli.on_change.iter().map(|c| c.command.as_str()).collect();
+        assert_eq!(commands, ["a", "b c", "curl -d a,b http://x"]);
+        cli.add_on_change(Some("".into())).unwrap();
+        cli.add_on_change(None).unwrap();
+        assert_eq!(cli.on_change.len(), 3);
+        assert!(cli.add_on_change(Some("db=".into())).is_err());
     }
 
     #[test]

@@ -27,6 +27,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use super::cli::OnChange;
 use crate::fs::tree::in_subtree;
 use crate::fs::News;
 use crate::fuse::Listener;
@@ -50,41 +51,6 @@ const CREDENTIALS: [&str; 6] = [
 ];
 /// Bytes of each such line that are logged.
 const LINE_BYTES: usize = 400;
-
-/// One `--on-change` option.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OnChange {
-    /// Mount-relative, without slashes at either end ("" for the whole mount).
-    pub path: String,
-    pub command: String,
-}
-
-impl std::str::FromStr for OnChange {
-    type Err = String;
-
-    /// `[PATH=]COMMAND`: text before the first `=` is a PATH when it has no blank and only the
-    /// characters of parameter names (so `nginx -s reload` and `curl 'http://x/?a=b'` are
-    /// commands); `=COMMAND` names the whole mount, for a command that starts with `VAR=value`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let is_path = |p: &str| {
-            p.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "/_.-%:".contains(c))
-        };
-        let (path, command) = match s.split_once('=') {
-            Some((path, command)) if is_path(path) => (path, command),
-            _ => ("", s),
-        };
-        if command.trim().is_empty() {
-            return Err(format!(
-                "'{s}' has no command: give [PATH=]COMMAND, e.g. db='systemctl reload app'"
-            ));
-        }
-        Ok(OnChange {
-            path: path.trim_matches('/').to_string(),
-            command: command.to_string(),
-        })
-    }
-}
 
 /// What every run is told, beside the paths.
 pub struct Context {
@@ -197,7 +163,7 @@ async fn run(command: &str, changed: &[String], context: &Context) -> Ended {
         cmd.env_remove(name);
     }
     // A command that starts ssmfs itself must not inherit this mount's command.
-    cmd.env_remove("SSMFS_ON_CHANGE");
+    cmd.env_remove(super::cli::ON_CHANGE_VAR);
     if left_out > 0 {
         cmd.env("SSMFS_CHANGED_TRUNCATED", left_out.to_string());
     }

@@ -269,3 +269,33 @@ async fn a_failed_poll_waits_for_the_next_turn() {
     tokio::time::sleep(Duration::from_secs(26)).await;
     assert_eq!(b.total_calls(), calls + 1, "tried again at the next turn");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_listing_of_files_alone_does_not_stand_for_a_poll_of_the_subtree() {
+    let b = sample();
+    for i in 0..150 {
+        b.put(&format!("/app/p{i:03}"), Str, "v");
+    }
+    let fs = started(&b, "/app", Duration::from_secs(60)).await;
+    fs.refresh("").await.unwrap();
+    let rec = Recorder::default();
+    fs.set_invalidator(Box::new(rec.clone()));
+    tokio::spawn(fs.clone().poll());
+    b.put("/app/db/password", SecureString, "rotated");
+    // At 48 s a reader of a file at the root is in the last fifth: refresh ahead lists the
+    // root's files alone (the tree is too big to sweep for one name). The poll, due between
+    // 48 s and 60 s, still sweeps the subtree.
+    tokio::time::sleep(Duration::from_secs(48)).await;
+    let calls = b.total_calls();
+    resolve(&fs, "p000").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert!(
+        b.total_calls() > calls,
+        "refresh ahead listed the root's files"
+    );
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    assert!(
+        rec.news().contains(&("changed", "db/password".to_string())),
+        "the poll swept the subtree"
+    );
+}
