@@ -160,7 +160,7 @@ fn reply_sized(stats: &Stats, op: &'static str, reply: ReplyXattr, size: u32, va
 
 fn reply_entry(stats: &Stats, reply: ReplyEntry, result: Result<Entry, Error>) {
     match result {
-        Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)),
+        Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
         Err(err) => reply.error(errno(stats, "lookup", &err)),
     }
 }

@@ -68,7 +68,8 @@ fn max_stale_turns_an_old_value_into_eio_with_a_reason() {
     moto.stop();
     let err = std::fs::read(m.path("name")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO));
-    assert!(m.log().contains("--max-stale"), "{}", m.log());
+    let log = m.log_with("--max-stale");
+    assert!(log.contains("--max-stale"), "{log}");
 }
 
 #[test]

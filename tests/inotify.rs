@@ -215,3 +215,22 @@ fn with_poll_a_watcher_hears_of_a_change_though_nothing_reads() {
     moto.put("/app/db/user", "String", "changed");
     w.expect(&["MODIFY", &p(&m, "db/user")]);
 }
+
+#[test]
+fn a_directory_removed_while_held_comes_back_whole() {
+    let moto = seeded();
+    moto.put("/app/sub/a", "String", "1");
+    let m = Mount::start(&moto, "/app", &[]);
+    // A process holds the directory (a shell in it would): its inode outlives the name.
+    let held = std::fs::File::open(m.path("sub")).unwrap();
+    let mut w = Watch::start(&[], &[&m.path("")]);
+    moto.delete("/app/sub/a");
+    m.refresh("").unwrap();
+    w.expect(&["DELETE,ISDIR", &p(&m, "sub")]);
+    moto.put("/app/sub/b", "String", "2");
+    m.refresh("").unwrap();
+    w.expect(&["CREATE,ISDIR", &p(&m, "sub")]);
+    assert_eq!(m.ls("sub"), [".refresh", "b"]);
+    assert_eq!(m.read("sub/b"), b"2");
+    drop(held);
+}

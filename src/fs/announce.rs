@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::inodes::{Ino, Node};
+use super::inodes::{Ino, Key, Node};
 use super::plan::Target;
 use super::tree::{self, Cached};
 use super::{Entry, Fs, Kind};
@@ -121,17 +121,23 @@ impl<B: Backend> Fs<B> {
             .is_some_and(|(shown, s)| shown == s.shown && matches!(s.staged, Staged::Absent))
     }
 
-    /// Whether an `unlink` (`dir`: `rmdir`) by the announcer removes its staged path.
+    /// Whether an `unlink` (`dir`: `rmdir`) by the announcer removes its staged path. A
+    /// directory so removed is retired: if it comes back, it is a new inode to the kernel.
     pub fn announced_remove(&self, parent: Ino, name: &OsStr, dir: bool) -> bool {
-        self.shown_and_stage(parent, name)
-            .is_some_and(|(shown, s)| {
-                shown == s.shown
-                    && match s.staged {
-                        Staged::File(_) => !dir,
-                        Staged::Dir => dir,
-                        Staged::Absent | Staged::Written => false,
-                    }
-            })
+        let Some((shown, stage)) = self.shown_and_stage(parent, name) else {
+            return false;
+        };
+        let staged = shown == stage.shown
+            && match stage.staged {
+                Staged::File(_) => !dir,
+                Staged::Dir => dir,
+                Staged::Absent | Staged::Written => false,
+            };
+        if staged && dir {
+            let key = Key::Dir(stage.path);
+            self.core.lock().unwrap().inodes.retire(&key);
+        }
+        staged
     }
 
     /// The announcer's truncation of its staged file to the size it has: accepted, and changes

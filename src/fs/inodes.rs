@@ -88,6 +88,8 @@ struct Slot {
     node: Node,
     /// References the kernel holds (lookups not yet forgotten).
     lookups: u64,
+    /// Moves on when the node is retired (see [`Inodes::retire`]).
+    generation: u64,
 }
 
 pub struct Inodes {
@@ -114,6 +116,7 @@ impl Inodes {
             Slot {
                 node: root,
                 lookups: 1,
+                generation: 0,
             },
         );
         Inodes { slots, by_key }
@@ -160,8 +163,30 @@ impl Inodes {
             ino = FIRST + (ino - FIRST + 1) % SPAN;
         }
         self.by_key.insert(key, ino);
-        self.slots.insert(ino, Slot { node, lookups: 1 });
+        self.slots.insert(
+            ino,
+            Slot {
+                node,
+                lookups: 1,
+                generation: 0,
+            },
+        );
         ino
+    }
+
+    /// The generation of a node the kernel holds (0 for any other).
+    pub fn generation(&self, ino: Ino) -> u64 {
+        self.slots.get(&ino).map_or(0, |s| s.generation)
+    }
+
+    /// A directory the kernel was told is removed (`rmdir`) marks its inode dead, and an
+    /// inode of that number handed out again would be a dead directory to whoever looks the
+    /// name up next. A new generation makes the kernel take it for another inode, while the
+    /// old one keeps answering whoever still holds it.
+    pub fn retire(&mut self, key: &Key) {
+        if let Some(slot) = self.by_key.get(key).and_then(|ino| self.slots.get_mut(ino)) {
+            slot.generation += 1;
+        }
     }
 
     /// The kernel dropped `n` references to `ino`; at none, the node is dropped (for a file,
@@ -239,6 +264,7 @@ mod tests {
             Slot {
                 node: dir("b"),
                 lookups: 1,
+                generation: 0,
             },
         );
         inodes.by_key.insert(b_key, a);

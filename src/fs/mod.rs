@@ -163,6 +163,9 @@ pub struct Attr {
 pub struct Entry {
     pub attr: Attr,
     pub ttl: Duration,
+    /// Tells the kernel a new inode from an old one of the same number (see
+    /// [`inodes::Inodes::retire`]).
+    pub generation: u64,
 }
 
 /// A kernel cache entry that no longer shows the truth: this name in this directory inode.
@@ -424,6 +427,7 @@ impl<B: Backend> Fs<B> {
                 Entry {
                     attr: self.attr(ino, Kind::Dir, 0, 0o555, self.mounted_at),
                     ttl,
+                    generation: 0,
                 }
             }
             Node::File { path, cached } => {
@@ -438,11 +442,13 @@ impl<B: Backend> Fs<B> {
                 Entry {
                     attr: self.file_attr(ino, cached),
                     ttl: self.kernel_ttl(dir, fetched_at, now),
+                    generation: 0,
                 }
             }
             Node::Refresh { .. } => Entry {
                 attr: self.attr(ino, Kind::File, 0, 0o200, self.mounted_at),
                 ttl: STATIC_TTL,
+                generation: 0,
             },
             // A zero TTL makes every open look `.stats` up again, which renders a new snapshot.
             Node::Stats { snapshot, .. } => Entry {
@@ -454,9 +460,13 @@ impl<B: Backend> Fs<B> {
                     snapshot.at,
                 ),
                 ttl: Duration::ZERO,
+                generation: 0,
             },
         };
-        Ok(entry)
+        Ok(Entry {
+            generation: core.inodes.generation(ino),
+            ..entry
+        })
     }
 
     /// Content of a file from memory. Never fetches: the kernel asks for attributes first when

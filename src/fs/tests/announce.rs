@@ -90,6 +90,13 @@ async fn a_removed_directory_is_there_for_the_announcer_while_it_removes_what_wa
         .unwrap();
     assert_eq!(file.attr.kind, Kind::File);
     assert!(fs.announced_remove(deep.attr.ino, OsStr::new("x"), false));
+    // A directory the announcer removes is a new inode to the kernel if it comes back.
+    stage(&fs, "gone/deep", Staged::Dir);
+    assert!(fs.announced_remove(gone.attr.ino, OsStr::new("deep"), true));
+    assert_eq!(
+        fs.getattr(deep.attr.ino).unwrap().generation,
+        deep.generation + 1
+    );
     // A directory that exists is looked up as for anyone.
     assert!(fs.announced_lookup(ROOT, OsStr::new("db")).is_none());
 }
