@@ -7,27 +7,25 @@
 //!   hot reads from its page cache with no round trip to the daemon;
 //! - every mutating operation answers `EROFS`; nothing here can change AWS; the one exception
 //!   is the announcer thread's, which only raises inotify events (see [`crate::fs::announce`]);
-//! - kernel invalidations run in order on their own thread, never on a request's path;
+//! - kernel invalidations are [`crate::kernel`]'s, on their own thread, never on a request's path;
 //! - every request runs in a `debug` span naming its operation, inode, name and pid, and every
 //!   failure is counted by operation and errno (`.stats`, `/metrics`).
 
 use std::ffi::OsStr;
 use std::future::Future;
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, ReplyXattr, Request, TimeOrNow,
-    WriteFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tracing::{debug, debug_span, Instrument, Span};
 
 use crate::backend::Backend;
 use crate::error::Error;
-use crate::fs::{Attr, Entries, Entry, Fs, Inval, Invalidator, Kind, News, Outcome, Replaced};
+use crate::fs::{Attr, Entries, Entry, Fs, Kind};
 use crate::stats::Stats;
 
 pub struct FuseFs<B> {
@@ -451,84 +449,5 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         reply: fuser::ReplyCreate,
     ) {
         reply.error(read_only(self.fs.stats()));
-    }
-}
-
-enum Msg {
-    Outcome(Outcome),
-    Barrier(tokio::sync::oneshot::Sender<()>),
-}
-
-/// Told of each fetch's news once the kernel's caches show it.
-pub type Listener = Box<dyn Fn(&Arc<[News]>) + Send>;
-
-/// Carries out invalidations through the kernel's notify interface, in order, on one thread,
-/// then tells the listeners of the news.
-pub struct KernelInvalidator {
-    tx: mpsc::Sender<Msg>,
-}
-
-impl KernelInvalidator {
-    pub fn spawn(notifier: Notifier, listeners: Vec<Listener>) -> Self {
-        let (tx, rx) = mpsc::channel::<Msg>();
-        std::thread::Builder::new()
-            .name("ssmfs-inval".to_string())
-            .spawn(move || {
-                for msg in rx {
-                    match msg {
-                        Msg::Outcome(outcome) => {
-                            apply(&notifier, &outcome);
-                            if !outcome.news.is_empty() {
-                                let news: Arc<[News]> = outcome.news.into();
-                                for listener in &listeners {
-                                    listener(&news);
-                                }
-                            }
-                        }
-                        Msg::Barrier(done) => {
-                            let _ = done.send(());
-                        }
-                    }
-                }
-            })
-            .expect("spawn invalidation thread");
-        KernelInvalidator { tx }
-    }
-}
-
-/// Tells the kernel of an outcome: replaced inodes first (a watch on such a file hears
-/// `IN_DELETE_SELF`; this also drops the name), then the names to look up again.
-fn apply(notifier: &Notifier, outcome: &Outcome) {
-    // ENOENT only says the kernel held nothing for it (or held another inode there).
-    let report = |what: &dyn std::fmt::Debug, result: std::io::Result<()>| {
-        if let Err(err) = result {
-            if err.raw_os_error() != Some(libc::ENOENT) {
-                debug!(?what, error = %err, "invalidation failed");
-            }
-        }
-    };
-    for replaced in &outcome.replaced {
-        let Replaced(dir, ino, name) = replaced;
-        let result = notifier.delete(INodeNo(*dir), INodeNo(*ino), OsStr::new(name));
-        report(replaced, result);
-    }
-    for inval in &outcome.invals {
-        let Inval(parent, name) = inval;
-        report(
-            inval,
-            notifier.inval_entry(INodeNo(*parent), OsStr::new(name)),
-        );
-    }
-}
-
-impl Invalidator for KernelInvalidator {
-    fn invalidate(&self, outcome: Outcome) {
-        let _ = self.tx.send(Msg::Outcome(outcome));
-    }
-
-    fn barrier(&self) -> tokio::sync::oneshot::Receiver<()> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let _ = self.tx.send(Msg::Barrier(tx));
-        rx
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! Layers, from the kernel down: [`fuse`] (the fuser adapter) → [`fs`] (the filesystem core:
 //! paths, inodes, freshness) over [`fs::tree`] (what is known, and since when) → [`backend`] (the
-//! AWS API behind a trait, with an in-memory implementation for tests). [`mount`] wires them
-//! together for the binary.
+//! AWS API behind a trait, with an in-memory implementation for tests); [`kernel`] sends the
+//! kernel its invalidations off the request path. [`mount`] wires them together for the binary.
 
 pub mod backend;
 pub mod batch;
@@ -15,6 +15,7 @@ pub mod flight;
 pub mod fs;
 pub mod fuse;
 pub mod json;
+pub mod kernel;
 pub mod metrics;
 pub mod mount;
 pub mod names;

@@ -32,7 +32,7 @@ use tracing::{debug, warn};
 use crate::backend::Backend;
 use crate::fs::announce::{Stage, Staged};
 use crate::fs::{Fs, News, What, ROOT};
-use crate::fuse::Listener;
+use crate::kernel::Listener;
 
 /// Starts the announcer thread for the mount at `mountpoint`, whose root has device `dev`.
 pub fn spawn<B: Backend>(fs: Arc<Fs<B>>, mountpoint: PathBuf, dev: u64) -> Listener {

@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 use super::cli::OnChange;
 use crate::fs::tree::in_subtree;
 use crate::fs::News;
-use crate::fuse::Listener;
+use crate::kernel::Listener;
 use crate::stats::Stats;
 
 /// Lines of a failed command's standard error that are logged.
