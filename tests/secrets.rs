@@ -343,3 +343,33 @@ fn a_one_level_listing_fetches_only_the_values_it_returns() {
         assert_eq!(calls.get(Op::BatchGetSecretValue), 10, "all were held");
     });
 }
+
+#[test]
+fn watchers_hear_of_a_changed_secret_and_only_of_the_keys_that_changed() {
+    let moto = Moto::start();
+    let c = sm(&moto);
+    create(&c, "prod/db", r#"{"user":"app","password":"one"}"#);
+    create(&c, "prod/api_key", "k1");
+    let m = Mount::start(&moto, "secretsmanager:prod/", &[]);
+    assert_eq!(m.read("db/password"), b"one");
+    let mut w = common::watch::Watch::start(&["-r"], &[&m.path("")]);
+    put_value(&c, "prod/db", r#"{"user":"app","password":"two"}"#);
+    put_value(&c, "prod/api_key", "k2");
+    create(&c, "prod/new", "n");
+    m.refresh("").unwrap();
+    let path = |rel: &str| m.path(rel).display().to_string();
+    // In path order: api_key, db% (the whole JSON), db/password; then the new secret.
+    let seen = w.expect(&["CREATE", &path("new")]);
+    let modified: Vec<&str> = seen
+        .iter()
+        .filter_map(|l| l.strip_prefix("MODIFY "))
+        .filter(|p| !p.ends_with("/.refresh"))
+        .collect();
+    assert_eq!(
+        modified,
+        [path("api_key"), path("db%"), path("db/password")],
+        "db/user kept its value: no event"
+    );
+    assert_eq!(m.read("db/password"), b"two");
+    assert_eq!(m.read("new"), b"n");
+}

@@ -6,6 +6,7 @@
 
 pub mod proxy;
 pub mod shapes;
+pub mod watch;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
