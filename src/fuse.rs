@@ -69,7 +69,8 @@ impl<B: Backend> FuseFs<B> {
         reply: ReplyEntry,
     ) {
         if self.fs.is_announcer(req.pid()) && self.fs.announced_create(parent.0, name) {
-            return self.answer_lookup(span(op, req, parent, Some(name)), parent, name, reply);
+            let _span = span(op, req, parent, Some(name)).entered();
+            return reply_entry(self.fs.stats(), reply, self.fs.lookup_held(parent.0, name));
         }
         reply.error(read_only(self.fs.stats()));
     }
@@ -185,12 +186,15 @@ impl<B: Backend> Filesystem for FuseFs<B> {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let span = span("lookup", req, parent, Some(name));
         if self.fs.is_announcer(req.pid()) {
-            match span.in_scope(|| self.fs.announced_lookup(parent.0, name)) {
+            let _span = span.entered();
+            return match self.fs.announced_lookup(parent.0, name) {
                 // A name about to be made: no miss to count.
-                Some(Err(Error::NotFound)) => return reply.error(Errno::ENOENT),
-                Some(r) => return reply_entry(self.fs.stats(), reply, r),
-                None => {}
-            }
+                Some(Err(Error::NotFound)) => reply.error(Errno::ENOENT),
+                Some(r) => reply_entry(self.fs.stats(), reply, r),
+                // What the announcer walks through is answered from what is held: it acts
+                // on a fetch just applied, and never makes one.
+                None => reply_entry(self.fs.stats(), reply, self.fs.lookup_held(parent.0, name)),
+            };
         }
         self.answer_lookup(span, parent, name, reply);
     }

@@ -11,8 +11,9 @@
 //!   present, with its last version and a zero TTL, before its removal (with the removed
 //!   directories above it); every other request sees the tree, and a change asked for by
 //!   anyone else (or by the announcer, of anything but its staged path) is refused as before;
-//! - the announcer changes nothing in the tree: a creation is answered with what a lookup
-//!   answers, a removal removes only the kernel's entry, a truncation must keep the size.
+//! - the announcer changes nothing in the tree and makes no API call: its lookups and creations
+//!   are answered from what is held, a removal removes only the kernel's entry, a truncation
+//!   must keep the size.
 
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
@@ -20,9 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::inodes::{Ino, Key, Node};
-use super::plan::Target;
+use super::plan::{Plan, Target};
 use super::tree::{self, Cached};
-use super::{Entry, Fs, Kind};
+use super::{Clock, Entry, Fs, Kind};
 use crate::backend::Backend;
 use crate::error::Error;
 
@@ -112,6 +113,22 @@ impl<B: Backend> Fs<B> {
             e
         });
         Some(entry)
+    }
+
+    /// A lookup answered from what is held, of any age, never by a fetch: the announcer acts
+    /// on a fetch just applied, and a fetch of its own would cost calls (with a short max age,
+    /// every one) and could be joined by readers.
+    pub fn lookup_held(&self, parent: Ino, name: &OsStr) -> Result<Entry, Error> {
+        let clock = Clock {
+            stale_ok: true,
+            paged: true,
+            ..Clock::now(None)
+        };
+        let mut core = self.core.lock().unwrap();
+        match self.plan_lookup(&core, parent, name, clock) {
+            Plan::Done(result) => result.and_then(|target| self.hand_out(&mut core, target)),
+            Plan::Need(_) => Err(Error::NotFound),
+        }
     }
 
     /// Whether a `mknod` or `mkdir` by the announcer makes its staged path; it is then answered

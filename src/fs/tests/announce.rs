@@ -127,3 +127,19 @@ async fn the_announcer_may_truncate_only_its_staged_file_to_its_own_size() {
     );
     assert_eq!(cat(&fs, "db/password").await.unwrap(), b"hunter2");
 }
+
+#[tokio::test]
+async fn the_announcer_makes_no_call_whatever_the_max_age() {
+    let b = sample();
+    let fs = started(&b, "/app", Duration::ZERO).await;
+    let calls = b.total_calls();
+    let db = fs.lookup_held(ROOT, OsStr::new("db")).unwrap();
+    assert_eq!(db.attr.kind, Kind::Dir);
+    let pw = fs.lookup_held(db.attr.ino, OsStr::new("password")).unwrap();
+    assert_eq!(pw.attr.size, 7);
+    assert_eq!(
+        fs.lookup_held(ROOT, OsStr::new("unknown")).unwrap_err(),
+        Error::NotFound
+    );
+    assert_eq!(b.total_calls(), calls, "all from what is held, however old");
+}
