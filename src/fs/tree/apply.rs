@@ -264,17 +264,10 @@ impl Tree {
             in_subtree(top, split(path).0)
                 && (version.is_none() || !sel.starts_with(|c: char| c.is_ascii_digit()))
         };
-        let forgotten: Vec<_> = self
-            .selectors
-            .iter()
-            .filter(|((path, sel), (version, _))| which(path, sel, version))
-            .map(|(key, (version, _))| (key.clone(), version.clone()))
-            .collect();
-        for (key, version) in forgotten {
+        let mut changes = Vec::new();
+        for (key, version) in self.drop_selectors(which, &mut changes) {
             self.forgotten.put(key, version);
         }
-        let mut changes = Vec::new();
-        self.drop_selectors(which, &mut changes);
         changes
     }
 }

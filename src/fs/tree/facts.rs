@@ -358,24 +358,29 @@ impl Tree {
 
     /// Forgets what the selectors that `which(path, selector, version)` picks resolved to; the
     /// kernel may hold their names (`name:label`), which are reported as changed.
+    /// Returns what each resolved to.
     pub(super) fn drop_selectors(
         &mut self,
         which: impl Fn(&String, &str, &Option<String>) -> bool,
         changes: &mut Vec<Change>,
-    ) {
+    ) -> Vec<((String, String), Option<String>)> {
         let dropped: Vec<(String, String)> = self
             .selectors
             .iter()
             .filter(|((path, sel), (version, _))| which(path, sel, version))
             .map(|(key, _)| key.clone())
             .collect();
+        let mut resolved = Vec::with_capacity(dropped.len());
         for key in dropped {
-            self.selectors.pop(&key);
             let (dir, name) = split(&key.0);
             changes.push(Change {
                 dir: dir.to_string(),
                 name: format!("{name}{SELECTOR}{}", key.1),
             });
+            if let Some((version, _)) = self.selectors.pop(&key) {
+                resolved.push((key, version));
+            }
         }
+        resolved
     }
 }
