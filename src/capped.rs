@@ -55,6 +55,11 @@ impl<K: Hash + Eq, V> Capped<K, V> {
     pub fn pop(&mut self, key: &K) -> Option<V> {
         self.cache.pop(key)
     }
+
+    /// Every entry, changeable, without changing the order.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut V)> {
+        self.cache.iter_mut()
+    }
 }
 
 impl<K: Hash + Eq, V> std::ops::Deref for Capped<K, V> {

@@ -11,6 +11,9 @@ pub enum Error {
     ReadOnly,
     #[error("is a directory")]
     IsDir,
+    /// A rendered file (`.env`, `.json`, a template) could not be made; the log says why.
+    #[error("rendering failed")]
+    Render,
     #[error("{0}")]
     Backend(#[from] BackendError),
 }
@@ -21,6 +24,7 @@ impl Error {
             Error::NotFound => libc::ENOENT,
             Error::ReadOnly => libc::EROFS,
             Error::IsDir => libc::EISDIR,
+            Error::Render => libc::EIO,
             Error::Backend(BackendError::AccessDenied(_)) => libc::EACCES,
             Error::Backend(_) => libc::EIO,
         }

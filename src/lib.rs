@@ -19,5 +19,6 @@ pub mod kernel;
 pub mod metrics;
 pub mod mount;
 pub mod names;
+pub mod render;
 pub mod stats;
 pub mod sync;

@@ -4,6 +4,8 @@
 //! SSM names use only `a-zA-Z0-9_.-` and `/`; Secrets Manager names add `+=@`. Neither allows
 //! `%` or `:`, so ssmfs has names of its own that never clash with a parameter or secret:
 //! - control files, `.refresh` (every directory) and `.stats` (the root);
+//! - rendered files, `.env` and `.json` (every directory) and the directory `.templates` (the
+//!   root), which are looked up and never listed;
 //! - `NAME%`: the entry `NAME` in this directory, as a file, whatever else `NAME` is. When a
 //!   parameter shares its name with a directory (SSM allows `/a/b` and `/a/b/c`; a JSON secret is
 //!   also the directory of its keys) or with a control file, `NAME` is the directory or control
@@ -26,6 +28,13 @@ pub const SELECTOR: char = ':';
 pub const REFRESH: &str = ".refresh";
 /// The mount's counters, as JSON, at the root.
 pub const STATS: &str = ".stats";
+/// The subtree of a directory as `KEY='value'` lines, in every directory (looked up, never
+/// listed).
+pub const ENV: &str = ".env";
+/// The subtree of a directory as one JSON object, in every directory (looked up, never listed).
+pub const JSON: &str = ".json";
+/// The directory of rendered templates, at the root (looked up, never listed).
+pub const TEMPLATES: &str = ".templates";
 
 /// SSM's limits on a parameter name: length with the hierarchy, and depth.
 const SSM_MAX_NAME: usize = 2048;
@@ -236,7 +245,7 @@ impl fmt::Display for Selector<'_> {
 /// What a name looked up in a directory refers to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Name<'a> {
-    /// `.refresh` or `.stats`.
+    /// `.refresh`, `.stats`, `.env`, `.json` or `.templates`.
     Control(&'a str),
     /// A level of the hierarchy: a directory, a parameter, or nothing.
     Entry(&'a str),
@@ -277,9 +286,20 @@ impl<'a> Name<'a> {
     }
 }
 
-/// Whether `name` is taken by a control file in a directory (the root has `.stats` too).
+/// Whether `name` can name a template (`.templates/NAME`): one level of a path, of the
+/// characters SSM names use.
+pub fn is_template_name(name: &str) -> bool {
+    !matches!(name, "" | "." | "..")
+        && name.len() <= 255
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+/// Whether `name` is taken by a name of ssmfs's own in a directory: `.refresh`, `.env` and
+/// `.json` everywhere, `.stats` and `.templates` at the root.
 pub fn is_control(name: &str, is_root: bool) -> bool {
-    name == REFRESH || (is_root && name == STATS)
+    matches!(name, REFRESH | ENV | JSON) || (is_root && matches!(name, STATS | TEMPLATES))
 }
 
 #[cfg(test)]

@@ -119,6 +119,9 @@ impl<B: Backend> Fs<B> {
     /// on a fetch just applied, and a fetch of its own would cost calls (with a short max age,
     /// every one) and could be joined by readers.
     pub fn lookup_held(&self, parent: Ino, name: &OsStr) -> Result<Entry, Error> {
+        if let Some(what) = self.rendered_name(parent, name) {
+            return self.lookup_rendered_held(&what?);
+        }
         let clock = Clock {
             stale_ok: true,
             paged: true,

@@ -49,6 +49,8 @@ pub enum Node {
     Refresh {
         dir: String,
     },
+    /// `.templates`, the directory of rendered templates.
+    Templates,
     /// One snapshot of `.stats`: each lookup makes a new one, so that what the kernel caches for
     /// an inode never changes.
     Stats {
@@ -64,6 +66,7 @@ pub enum Key {
     Dir(String),
     File(String, String, SystemTime),
     Refresh(String),
+    Templates,
     Stats(u64),
 }
 
@@ -73,6 +76,7 @@ impl Node {
             Node::Dir { path } => Key::Dir(path.clone()),
             Node::File { path, cached } => file_key(path.to_string(), cached),
             Node::Refresh { dir } => Key::Refresh(dir.clone()),
+            Node::Templates => Key::Templates,
             Node::Stats { generation, .. } => Key::Stats(*generation),
         }
     }

@@ -158,6 +158,41 @@ pub fn build(tree: &Tree, inodes: &Inodes, path: &str, stats_ino: u64) -> Listin
     Listing { entries }
 }
 
+/// The listing of `.templates`: the templates, by name, at offsets in name order (the set
+/// changes only with the mount's options).
+pub fn templates(inodes: &Inodes, mut names: Vec<String>) -> Listing {
+    names.sort();
+    let mut entries = vec![
+        DirEntry {
+            ino: inodes.ino_of(&Key::Templates),
+            offset: 1,
+            kind: Kind::Dir,
+            name: ".".to_string(),
+        },
+        DirEntry {
+            ino: ROOT,
+            offset: 2,
+            kind: Kind::Dir,
+            name: "..".to_string(),
+        },
+    ];
+    for (i, name) in names.into_iter().enumerate() {
+        entries.push(DirEntry {
+            // Each version of a rendered file is an inode of its own: this number stands for
+            // the name.
+            ino: inodes.ino_of(&Key::File(
+                join(crate::names::TEMPLATES, &name),
+                String::new(),
+                std::time::SystemTime::UNIX_EPOCH,
+            )),
+            offset: i as u64 + 3,
+            kind: Kind::File,
+            name,
+        });
+    }
+    Listing { entries }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@
 //!   applies their results, the only thing that changes the tree;
 //! - [`listing`]: directory listings with stable offsets;
 //! - [`control`]: the control files `.refresh` and `.stats`;
+//! - [`rendered`]: `.env`, `.json` and `.templates/NAME`, rendered from what the tree holds;
 //! - `poll`: refreshes each group at its max age, read or not (`--poll`);
 //! - [`announce`]: how the requests of the thread that raises inotify events are answered.
 //!
@@ -49,6 +50,7 @@ pub mod listing;
 pub mod plan;
 mod poll;
 pub mod refresher;
+pub mod rendered;
 mod slow;
 pub mod tree;
 
@@ -210,6 +212,8 @@ struct Core {
     listings: Capped<String, (u64, Arc<Listing>)>,
     /// `.stats` snapshots made so far: each lookup makes one.
     snapshots: u64,
+    /// The rendered files followed.
+    renders: rendered::Renders,
 }
 
 pub struct Fs<B> {
@@ -233,6 +237,8 @@ pub struct Fs<B> {
     runtime: OnceLock<tokio::runtime::Handle>,
     /// The thread that raises inotify events on the mount, and the change it is raising now.
     announcer: announce::Announcer,
+    /// The templates shown under `.templates`.
+    templates: Mutex<Arc<crate::render::template::Templates>>,
 }
 
 impl<B: Backend> Fs<B> {
@@ -247,6 +253,7 @@ impl<B: Backend> Fs<B> {
                 inodes: Inodes::new(),
                 listings: Capped::new(MAX_LISTINGS),
                 snapshots: 0,
+                renders: Default::default(),
             }),
             flights: Flights::default(),
             batcher: Default::default(),
@@ -260,6 +267,7 @@ impl<B: Backend> Fs<B> {
                 .map(OnceLock::from)
                 .unwrap_or_default(),
             announcer: Default::default(),
+            templates: Default::default(),
         })
     }
 
@@ -312,6 +320,11 @@ impl<B: Backend> Fs<B> {
 
     /// A lookup answered from memory, or `None` when it needs a fetch (then call `lookup`).
     pub fn lookup_now(&self, parent: Ino, name: &OsStr) -> Option<Result<Entry, Error>> {
+        match self.rendered_name(parent, name) {
+            Some(Err(e)) => return Some(Err(e)),
+            Some(Ok(_)) => return None,
+            None => {}
+        }
         let clock = Clock::now(self.config.max_stale);
         let mut core = self.core.lock().unwrap();
         let plan = self.plan_lookup(&core, parent, name, clock);
@@ -327,6 +340,9 @@ impl<B: Backend> Fs<B> {
     }
 
     pub async fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Entry, Error> {
+        if let Some(what) = self.rendered_name(parent, name) {
+            return self.lookup_rendered(what?).await;
+        }
         self.answer(
             |fs, core, clock| fs.plan_lookup(core, parent, name, clock),
             |fs, core, target| {
@@ -386,6 +402,7 @@ impl<B: Backend> Fs<B> {
                 }
             }
             Target::Refresh(dir) => Node::Refresh { dir },
+            Target::Templates => Node::Templates,
             Target::Stats => {
                 let content = self.figures(&core.tree).to_json();
                 core.snapshots += 1;
@@ -445,6 +462,11 @@ impl<B: Backend> Fs<B> {
                     generation: 0,
                 }
             }
+            Node::Templates => Entry {
+                attr: self.attr(ino, Kind::Dir, 0, 0o555, self.mounted_at),
+                ttl: STATIC_TTL,
+                generation: 0,
+            },
             Node::Refresh { .. } => Entry {
                 attr: self.attr(ino, Kind::File, 0, 0o200, self.mounted_at),
                 ttl: STATIC_TTL,
@@ -487,7 +509,7 @@ impl<B: Backend> Fs<B> {
             },
             Some(Node::Stats { snapshot, .. }) => Ok(slice(&snapshot.content)),
             Some(Node::Refresh { .. }) => Ok(Vec::new()),
-            Some(Node::Dir { .. }) => Err(Error::IsDir),
+            Some(Node::Dir { .. } | Node::Templates) => Err(Error::IsDir),
             None => Err(Error::NotFound),
         }
     }
@@ -495,6 +517,9 @@ impl<B: Backend> Fs<B> {
     /// A listing answered from memory, or `None` when it needs a fetch (then call `readdir`).
     pub fn readdir_now(&self, ino: Ino, offset: u64) -> Option<Result<Entries, Error>> {
         let clock = Clock::now(self.config.max_stale);
+        if let Some(listing) = self.templates_listing(ino, offset) {
+            return Some(Ok(listing));
+        }
         let mut core = self.core.lock().unwrap();
         match self.plan_listing(&core, ino, clock) {
             Plan::Done(result) => {
@@ -508,6 +533,9 @@ impl<B: Backend> Fs<B> {
 
     /// The entries of a directory after `offset`, in a stable order (see [`listing`]).
     pub async fn readdir(&self, ino: Ino, offset: u64) -> Result<Entries, Error> {
+        if let Some(listing) = self.templates_listing(ino, offset) {
+            return Ok(listing);
+        }
         let listing = self
             .answer(
                 |fs, core, clock| fs.plan_listing(core, ino, clock),
@@ -515,6 +543,23 @@ impl<B: Backend> Fs<B> {
             )
             .await?;
         Ok(Entries::new(listing, offset))
+    }
+
+    /// The listing of `.templates`, if `ino` is that directory.
+    fn templates_listing(&self, ino: Ino, offset: u64) -> Option<Entries> {
+        let core = self.core.lock().unwrap();
+        if !matches!(core.inodes.node(ino), Some(Node::Templates)) {
+            return None;
+        }
+        let names = self
+            .templates
+            .lock()
+            .unwrap()
+            .names()
+            .map(str::to_string)
+            .collect();
+        let listing = listing::templates(&core.inodes, names);
+        Some(Entries::new(Arc::new(listing), offset))
     }
 
     fn plan_listing(&self, core: &Core, ino: Ino, clock: Clock) -> Plan<String> {

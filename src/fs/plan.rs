@@ -16,7 +16,7 @@ use super::tree::{join, Cached, Fresh, Tree};
 use super::Config;
 use crate::backend::BackendError;
 use crate::error::Error;
-use crate::names::{Name, Selector, STATS};
+use crate::names::{Name, Selector, REFRESH, STATS, TEMPLATES};
 
 /// Once this many API calls have gone to single names in one directory since it was last listed,
 /// the next name missing there lists the directory instead: asking name by name is cheapest for
@@ -45,6 +45,8 @@ pub enum Target {
     },
     Refresh(String),
     Stats,
+    /// `.templates`.
+    Templates,
 }
 
 pub struct Planner<'a> {
@@ -73,15 +75,30 @@ impl Planner<'_> {
         may_page: bool,
         fresh: impl Fn(&str) -> Fresh,
     ) -> Plan<Target> {
-        let path = match Self::dir_path(tree, inodes, parent) {
-            Ok(path) => path.to_string(),
-            Err(err) => return Plan::Done(Err(err)),
-        };
+        match Self::dir_path(tree, inodes, parent) {
+            Ok(path) => self.lookup_in(tree, path.to_string(), name, may_page, fresh),
+            Err(err) => Plan::Done(Err(err)),
+        }
+    }
+
+    /// A lookup of `name` in the directory at `path`, which the tree knows.
+    pub fn lookup_in(
+        &self,
+        tree: &Tree,
+        path: String,
+        name: &OsStr,
+        may_page: bool,
+        fresh: impl Fn(&str) -> Fresh,
+    ) -> Plan<Target> {
         let source = &self.config.source;
         let (name, selector) = match Name::parse(name, path.is_empty(), source) {
             Name::Invalid => return Plan::Done(Err(Error::NotFound)),
-            Name::Control(c) if c == STATS => return Plan::Done(Ok(Target::Stats)),
-            Name::Control(_) => return Plan::Done(Ok(Target::Refresh(path))),
+            Name::Control(STATS) => return Plan::Done(Ok(Target::Stats)),
+            Name::Control(REFRESH) => return Plan::Done(Ok(Target::Refresh(path))),
+            Name::Control(TEMPLATES) => return Plan::Done(Ok(Target::Templates)),
+            // Rendered files are answered before planning (see `super::rendered`); through a
+            // path, they are not directories.
+            Name::Control(_) => return Plan::Done(Err(Error::NotFound)),
             Name::Param(n) => (n, None),
             Name::Pinned(n, sel) => (n, Some(sel)),
             Name::Entry(n) => {

@@ -303,11 +303,14 @@ impl<B: Backend> Fs<B> {
                 Some(Replaced(dir, ino, split(&n.shown).1.to_string()))
             })
             .collect();
-        Outcome {
+        let touched = core.renders.follow(&news);
+        let mut outcome = Outcome {
             invals: Self::invals(core, changes),
             replaced,
             news,
-        }
+        };
+        Self::rendered_outcome(core, touched, &mut outcome);
+        outcome
     }
 
     /// Calls AWS for a fetch and applies what it returns, stamped `at`.

@@ -169,6 +169,12 @@ pub struct Cli {
     )]
     pub on_change_timeout: u64,
 
+    /// Show the Jinja template FILE, rendered from the mount's values, as .templates/NAME
+    /// (looked up, never listed), rendered again when what it reads changes. Repeatable.
+    /// Template files are read again on SIGHUP; a syntax error fails the mount.
+    #[arg(long, value_name = "NAME=FILE", value_parser = parse_template, help_heading = "Rendered files")]
+    pub template: Vec<(String, PathBuf)>,
+
     /// Serve the figures of .stats in Prometheus text format at http://ADDR/metrics. A port
     /// alone listens on 127.0.0.1.
     #[arg(long, value_name = "[HOST:]PORT", value_parser = parse_metrics_addr, help_heading = "Monitoring")]
@@ -441,6 +447,22 @@ impl std::str::FromStr for MaxAgeFor {
             age: Duration::from_secs(secs),
         })
     }
+}
+
+/// One `--template NAME=FILE` option.
+fn parse_template(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, file) = s.split_once('=').ok_or_else(|| {
+        format!("'{s}' is not NAME=FILE, e.g. nginx.conf=/etc/ssmfs/nginx.conf.j2")
+    })?;
+    if !crate::names::is_template_name(name) {
+        return Err(format!(
+            "template name '{name}' is not valid: use letters, digits, '_', '.' and '-'"
+        ));
+    }
+    if file.is_empty() {
+        return Err(format!("template {name} has no file"));
+    }
+    Ok((name.to_string(), PathBuf::from(file)))
 }
 
 /// One `--on-change` option.

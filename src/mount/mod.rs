@@ -38,6 +38,7 @@ use crate::fuse::FuseFs;
 use crate::kernel::{KernelInvalidator, Listener};
 use crate::metrics;
 use crate::names::{Dialect, Source};
+use crate::render::template::Templates;
 use cli::Cli;
 use daemon::{notify_status, notify_stopping, Readiness};
 use devfuse::MountRequest;
@@ -201,6 +202,8 @@ fn run(cli: &Cli, readiness: &mut Readiness) -> Result<(), String> {
                 .to_string(),
         );
     }
+    // A template that cannot be read or has a syntax error fails the mount, before anything else.
+    let templates = Templates::load(&cli.template)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ssmfs-rt")
@@ -211,11 +214,11 @@ fn run(cli: &Cli, readiness: &mut Readiness) -> Result<(), String> {
     match source.dialect {
         Dialect::Ssm => {
             let backend = SsmBackend::new(&sdk, calls, !cli.no_decrypt, &cli.filter);
-            serve(cli, backend, config, &sdk, rt, readiness)
+            serve(cli, backend, config, templates, &sdk, rt, readiness)
         }
         Dialect::SecretsManager => {
             let backend = SecretsBackend::new(&sdk, calls, !cli.no_json_dirs);
-            serve(cli, backend, config, &sdk, rt, readiness)
+            serve(cli, backend, config, templates, &sdk, rt, readiness)
         }
     }
 }
@@ -225,6 +228,7 @@ fn serve<B: Backend>(
     cli: &Cli,
     backend: B,
     config: Config,
+    templates: Templates,
     sdk: &SdkConfig,
     rt: tokio::runtime::Runtime,
     readiness: &mut Readiness,
@@ -232,6 +236,7 @@ fn serve<B: Backend>(
     let source = config.source.clone();
     let fs = Fs::new(backend, config);
     fs.set_runtime(rt.handle().clone());
+    fs.set_templates(templates);
     rt.block_on(fs.check_source())
         .map_err(|e| startup_error(&e, &source, sdk))?;
 
@@ -332,6 +337,9 @@ fn serve<B: Backend>(
                         info!("SIGHUP: refreshing every group");
                         if let Err(err) = fs.refresh("").await {
                             warn!(error = %err, "refresh on SIGHUP failed; the held values stay");
+                        }
+                        if let Err(err) = fs.reload_templates().await {
+                            warn!("SIGHUP: templates not reloaded, the loaded ones stay: {err}");
                         }
                     });
                 }

@@ -849,6 +849,7 @@ mod interleavings;
 mod news;
 mod outages;
 mod races;
+mod rendered;
 mod storms;
 
 /// A store whose listing of a path returns the entry named by the path itself first, in a page

@@ -1,0 +1,620 @@
+//! Rendered files in the core: `.env` and `.json` in every directory and `.templates/NAME` at
+//! the root, made by [`crate::render`] from what the tree holds.
+//!
+//! They are looked up, never listed. A lookup resolves what the file reads (each input as a
+//! lookup of it would: fresh knowledge costs nothing, and what is not fresh is fetched with
+//! the smallest call, misses of one render fetched together), renders, and hands the kernel the
+//! result as one version of the file: a new inode when the content changed, the same one when
+//! it did not.
+//!
+//! Promises:
+//! - a rendered file is rendered again only when something it read has another version, and
+//!   costs no API call of its own beyond the fetches of what it reads;
+//! - a rendered file that was looked up is followed: when a fetch changes what it read, the
+//!   kernel is told and programs watching hear of it as of any changed file (see
+//!   [`super::tree::news`]);
+//! - a render that fails (a missing parameter, an error in a template) makes that one file
+//!   fail with `EIO` (`EACCES` when a value was refused), logs the template, line and path once
+//!   per cause, never a value, and leaves every other file alone;
+//! - the file mode is the secret one when anything it read is a SecureString or a secret.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_util::future::join_all;
+use tokio::time::Instant;
+use tracing::warn;
+
+use super::inodes::{Ino, Key, Node};
+use super::plan::{Plan, Target};
+use super::tree::{in_subtree, join, split, Cached};
+use super::{Clock, Core, Entry, Fs, Inval, News, Outcome, What};
+use crate::backend::{Backend, Param};
+use crate::capped::Capped;
+use crate::content::Content;
+use crate::error::Error;
+use crate::names::{ENV, JSON, TEMPLATES};
+use crate::render::template::{Failed, Input, Known, Rendering, Resolved, Templates};
+use crate::render::{env, tree_value, Leaf};
+
+/// Rendered files followed, at most (the least recently rendered is forgotten first).
+const MAX_RENDERS: usize = 4_096;
+/// Rounds of resolving what a template asked for: a template whose reads depend on values
+/// read before (`param(param("x"))`) needs one round per level.
+const MAX_ROUNDS: usize = 8;
+
+/// A rendered file.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Rendered {
+    Env(String),
+    Json(String),
+    Template(String),
+}
+
+impl Rendered {
+    /// Its path on the mount.
+    pub fn shown(&self) -> String {
+        match self {
+            Rendered::Env(dir) => join(dir, ENV),
+            Rendered::Json(dir) => join(dir, JSON),
+            Rendered::Template(name) => join(TEMPLATES, name),
+        }
+    }
+
+    /// The key of the directory inode it is in.
+    fn dir_key(&self) -> Key {
+        match self {
+            Rendered::Env(dir) | Rendered::Json(dir) => Key::Dir(dir.clone()),
+            Rendered::Template(_) => Key::Templates,
+        }
+    }
+}
+
+/// One input as resolved: its value, when the knowledge it came from was fetched, when it was
+/// last modified, and a digest of the versions it holds (never of values).
+struct Resolution {
+    value: Resolved,
+    at: Instant,
+    modified: SystemTime,
+    stamp: u64,
+}
+
+/// A rendered file followed since it was first looked up.
+struct Render {
+    what: Rendered,
+    /// Its last version, if its last render succeeded.
+    current: Option<Arc<Cached>>,
+    /// What the last render read, with the stamp of each.
+    inputs: Vec<(Input, u64)>,
+}
+
+/// The rendered files followed, and what has been logged about them.
+pub struct Renders {
+    by_path: Capped<String, Render>,
+    /// Versions of rendered files are numbered across all of them, so that a number is never
+    /// used twice, even by a file forgotten and rendered anew.
+    next_version: u64,
+    warned: Capped<String, ()>,
+}
+
+impl Default for Renders {
+    fn default() -> Self {
+        Renders {
+            by_path: Capped::new(MAX_RENDERS),
+            next_version: 1,
+            warned: Capped::new(MAX_RENDERS),
+        }
+    }
+}
+
+impl Renders {
+    /// The rendered files whose inputs the news touches: each is news itself, and the kernel's
+    /// entries for it are stale.
+    pub(super) fn follow(&mut self, news: &[News]) -> Vec<(Rendered, Option<Arc<Cached>>)> {
+        let mut touched = Vec::new();
+        for (_, render) in self.by_path.iter_mut() {
+            let hit = render.inputs.iter().any(|(input, _)| {
+                news.iter().any(|n| match input {
+                    Input::Param { path, .. } => n.path == *path,
+                    Input::Dir(dir) => !n.is_dir() && in_subtree(dir, &n.path),
+                })
+            });
+            if hit {
+                touched.push((render.what.clone(), render.current.clone()));
+            }
+        }
+        touched
+    }
+
+    /// Logs `message` unless it was logged already.
+    fn warn_once(&mut self, message: &str) {
+        if self.warned.get(message).is_none() {
+            warn!("{message}");
+            self.warned.put(message.to_string(), ());
+        }
+    }
+}
+
+/// A digest of versions: which versions of which paths a resolution holds.
+fn stamp_of<'a>(params: impl Iterator<Item = &'a Param>) -> u64 {
+    let mut h = DefaultHasher::new();
+    for p in params {
+        (&p.name, &p.version, p.modified).hash(&mut h);
+    }
+    h.finish()
+}
+
+impl<B: Backend> Fs<B> {
+    /// Sets the templates shown under `.templates`.
+    pub fn set_templates(&self, templates: Templates) {
+        *self.templates.lock().unwrap() = Arc::new(templates);
+    }
+
+    /// Reads the template files again (SIGHUP). A template that fails to load keeps the old
+    /// set; templates followed whose output changed are news.
+    pub async fn reload_templates(&self) -> Result<(), String> {
+        let fresh = self.templates.lock().unwrap().reload()?;
+        self.set_templates(fresh);
+        let followed: Vec<Rendered> = {
+            let core = self.core.lock().unwrap();
+            core.renders
+                .by_path
+                .iter()
+                .map(|(_, r)| r.what.clone())
+                .filter(|w| matches!(w, Rendered::Template(_)))
+                .collect()
+        };
+        let mut outcome = Outcome::default();
+        for what in followed {
+            let before = self
+                .core
+                .lock()
+                .unwrap()
+                .renders
+                .by_path
+                .peek(&what.shown())
+                .and_then(|r| r.current.clone());
+            let _ = self.render(&what, true).await;
+            let mut core = self.core.lock().unwrap();
+            let after = core
+                .renders
+                .by_path
+                .peek(&what.shown())
+                .and_then(|r| r.current.clone());
+            let same = match (&before, &after) {
+                (Some(b), Some(a)) => Arc::ptr_eq(b, a) || b.param.version == a.param.version,
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                Self::rendered_outcome(&mut core, vec![(what, before)], &mut outcome);
+            }
+        }
+        if let Some(inv) = self.invalidator.get() {
+            if !outcome.is_empty() {
+                inv.invalidate(outcome);
+            }
+        }
+        Ok(())
+    }
+
+    /// The rendered file `name` in directory inode `parent` names, if it names one.
+    pub(super) fn rendered_name(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+    ) -> Option<Result<Rendered, Error>> {
+        let core = self.core.lock().unwrap();
+        match core.inodes.node(parent)? {
+            Node::Templates => {
+                let name = name.to_str().unwrap_or("");
+                let templates = self.templates.lock().unwrap();
+                Some(if templates.has(name) {
+                    Ok(Rendered::Template(name.to_string()))
+                } else {
+                    Err(Error::NotFound)
+                })
+            }
+            Node::Dir { path } if core.tree.dir(path).is_some() => match name.to_str()? {
+                ENV => Some(Ok(Rendered::Env(path.clone()))),
+                JSON => Some(Ok(Rendered::Json(path.clone()))),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// A lookup of a rendered file: rendered from fresh knowledge, then handed to the kernel.
+    pub(super) async fn lookup_rendered(&self, what: Rendered) -> Result<Entry, Error> {
+        let cached = self.render(&what, false).await?;
+        let mut core = self.core.lock().unwrap();
+        let ino = core.inodes.remember(Node::File {
+            path: what.shown().into(),
+            cached,
+        });
+        self.attr_of(&core, ino)
+    }
+
+    /// The announcer's lookup of a rendered file: its last version, never kept by the kernel.
+    pub(super) fn lookup_rendered_held(&self, what: &Rendered) -> Result<Entry, Error> {
+        let mut core = self.core.lock().unwrap();
+        let cached = core
+            .renders
+            .by_path
+            .peek(&what.shown())
+            .and_then(|r| r.current.clone())
+            .ok_or(Error::NotFound)?;
+        let ino = core.inodes.remember(Node::File {
+            path: what.shown().into(),
+            cached,
+        });
+        let mut entry = self.attr_of(&core, ino)?;
+        entry.ttl = Duration::ZERO;
+        Ok(entry)
+    }
+
+    /// Renders a file from fresh knowledge (`again`: even if nothing it read changed) and
+    /// records the result as its current version.
+    async fn render(&self, what: &Rendered, again: bool) -> Result<Arc<Cached>, Error> {
+        let shown = what.shown();
+        let templates = self.templates.lock().unwrap().clone();
+        let mut known = Known::new();
+        let mut found: HashMap<Input, Resolution> = HashMap::new();
+        // What the last render read is most likely read again: it is resolved all at once.
+        let last = {
+            let mut core = self.core.lock().unwrap();
+            core.renders
+                .by_path
+                .get(&shown)
+                .map(|r| (r.inputs.clone(), r.current.clone()))
+        };
+        let mut want: Vec<Input> = match (&last, what) {
+            (Some((inputs, _)), _) if !inputs.is_empty() => {
+                inputs.iter().map(|(i, _)| i.clone()).collect()
+            }
+            (_, Rendered::Env(dir) | Rendered::Json(dir)) => vec![Input::Dir(dir.clone())],
+            _ => Vec::new(),
+        };
+        for round in 0..=MAX_ROUNDS {
+            self.resolve_all(&want, &mut known, &mut found).await;
+            if round == 0 && !again {
+                // Nothing read changed: the current version stands.
+                if let Some((inputs, Some(current))) = &last {
+                    let same = inputs
+                        .iter()
+                        .all(|(input, stamp)| found.get(input).is_some_and(|r| r.stamp == *stamp));
+                    if same && !inputs.is_empty() {
+                        let at = inputs
+                            .iter()
+                            .filter_map(|(i, _)| found.get(i))
+                            .map(|r| r.at)
+                            .min();
+                        return Ok(self.settle(
+                            what,
+                            current.param.content.clone(),
+                            current.param.secret,
+                            &[],
+                            &found,
+                            at,
+                        ));
+                    }
+                }
+            }
+            let rendering = match what {
+                Rendered::Env(dir) | Rendered::Json(dir) => {
+                    let input = Input::Dir(dir.clone());
+                    match known.get(&input) {
+                        None => Rendering::Missing(vec![input]),
+                        Some(Err(e)) => Rendering::Failed(Failed {
+                            message: format!("{shown}: {e}"),
+                            error: e.clone(),
+                        }),
+                        Some(Ok(Resolved::Dir(leaves))) => self.tree_file(what, leaves),
+                        Some(Ok(Resolved::Param(_))) => unreachable!("a directory input"),
+                    }
+                }
+                Rendered::Template(name) => {
+                    templates.render(name, &self.config.source, Arc::new(known.clone()))
+                }
+            };
+            match rendering {
+                Rendering::Missing(inputs) => want = inputs,
+                Rendering::Done { text, used, secret } => {
+                    let at = used.iter().filter_map(|i| found.get(i)).map(|r| r.at).min();
+                    return Ok(self.settle(
+                        what,
+                        Content::from(text.into_bytes()),
+                        secret,
+                        &used,
+                        &found,
+                        at,
+                    ));
+                }
+                Rendering::Failed(failed) => {
+                    let mut core = self.core.lock().unwrap();
+                    core.renders.warn_once(&failed.message);
+                    // Followed still: a change of what it read is news.
+                    let inputs = failed_inputs(what, &known);
+                    let render = core.renders.by_path.get_or_insert_mut(shown, || Render {
+                        what: what.clone(),
+                        current: None,
+                        inputs: Vec::new(),
+                    });
+                    render.current = None;
+                    render.inputs = inputs;
+                    return Err(failed.error);
+                }
+            }
+        }
+        let mut core = self.core.lock().unwrap();
+        core.renders.warn_once(&format!(
+            "template {shown}: reads depend on reads more than {MAX_ROUNDS} levels deep"
+        ));
+        Err(Error::Render)
+    }
+
+    /// `.env` or `.json` from a subtree's files.
+    fn tree_file(&self, what: &Rendered, leaves: &[Leaf]) -> Rendering {
+        let secret = leaves.iter().any(|l| l.secret);
+        let used = match what {
+            Rendered::Env(dir) | Rendered::Json(dir) => vec![Input::Dir(dir.clone())],
+            Rendered::Template(_) => Vec::new(),
+        };
+        let text = match what {
+            Rendered::Env(_) => {
+                let env = env::render(leaves);
+                if !env.left_out.is_empty() {
+                    let mut core = self.core.lock().unwrap();
+                    for why in &env.left_out {
+                        core.renders
+                            .warn_once(&format!("{}: left out {why}", what.shown()));
+                    }
+                }
+                String::from_utf8(env.text).unwrap_or_default()
+            }
+            _ => {
+                let mut text =
+                    serde_json::to_string_pretty(&tree_value(leaves)).unwrap_or_default();
+                text.push('\n');
+                text
+            }
+        };
+        Rendering::Done { text, used, secret }
+    }
+
+    /// Records a render as the file's current version: the same version as before if the
+    /// content is the same, else a new one.
+    fn settle(
+        &self,
+        what: &Rendered,
+        content: Content,
+        secret: bool,
+        used: &[Input],
+        found: &HashMap<Input, Resolution>,
+        at: Option<Instant>,
+    ) -> Arc<Cached> {
+        let shown = what.shown();
+        let mut core = self.core.lock().unwrap();
+        let Core { renders, .. } = &mut *core;
+        let next = &mut renders.next_version;
+        let render = renders.by_path.get_or_insert_mut(shown.clone(), || Render {
+            what: what.clone(),
+            current: None,
+            inputs: Vec::new(),
+        });
+        if !used.is_empty() {
+            render.inputs = used
+                .iter()
+                .filter_map(|i| found.get(i).map(|r| (i.clone(), r.stamp)))
+                .collect();
+        }
+        let fetched_at = at.unwrap_or_else(Instant::now);
+        let param = match &render.current {
+            Some(c) if c.param.content == content && c.param.secret == secret => c.param.clone(),
+            _ => {
+                let modified = used
+                    .iter()
+                    .filter_map(|i| found.get(i))
+                    .map(|r| r.modified)
+                    .max()
+                    .unwrap_or(self.mounted_at);
+                let version = format!("rendered-{next}");
+                *next += 1;
+                Param {
+                    name: shown.clone(),
+                    content,
+                    version,
+                    secret,
+                    modified,
+                    xattrs: Vec::new(),
+                    unreadable: None,
+                    derived: true,
+                }
+            }
+        };
+        let cached = Arc::new(Cached { param, fetched_at });
+        render.current = Some(cached.clone());
+        cached
+    }
+
+    /// Resolves inputs not yet known, all at once.
+    async fn resolve_all(
+        &self,
+        want: &[Input],
+        known: &mut Known,
+        found: &mut HashMap<Input, Resolution>,
+    ) {
+        let todo: Vec<&Input> = want.iter().filter(|i| !known.contains_key(*i)).collect();
+        let results = join_all(todo.iter().map(|input| self.resolve(input))).await;
+        for (input, result) in todo.into_iter().zip(results) {
+            match result {
+                Ok(r) => {
+                    known.insert(input.clone(), Ok(r.value.clone()));
+                    found.insert(input.clone(), r);
+                }
+                Err(e) => {
+                    known.insert(input.clone(), Err(e));
+                }
+            }
+        }
+    }
+
+    /// Resolves one input from fresh knowledge, fetching what is not.
+    async fn resolve(&self, input: &Input) -> Result<Resolution, Error> {
+        self.answer(
+            |fs, core, clock| fs.plan_input(core, input, clock),
+            |_, _, r| Ok(r),
+        )
+        .await
+    }
+
+    fn plan_input(&self, core: &Core, input: &Input, clock: Clock) -> Plan<Resolution> {
+        let fresh = |dir: &str| clock.fresh(self.config.max_age_of(dir));
+        let dialect = self.config.source.dialect;
+        match input {
+            Input::Param { path, selector } => {
+                let (dir, name) = split(path);
+                if let Some(plan) = self.plan_walk(core, dir, clock) {
+                    return plan;
+                }
+                let leaf_name = match selector {
+                    Some(s) => format!("{name}:{s}"),
+                    None => format!("{name}%"),
+                };
+                let plan = self.planner().lookup_in(
+                    &core.tree,
+                    dir.to_string(),
+                    OsStr::new(&leaf_name),
+                    !clock.paged,
+                    fresh,
+                );
+                match plan {
+                    Plan::Done(Ok(Target::File { cached, .. })) => Plan::Done(Ok(Resolution {
+                        value: Resolved::Param(Leaf::new(path.clone(), &cached.param, dialect)),
+                        at: cached.fetched_at,
+                        modified: cached.param.modified,
+                        stamp: stamp_of(std::iter::once(&cached.param)),
+                    })),
+                    Plan::Done(Ok(_)) => Plan::Done(Err(Error::NotFound)),
+                    Plan::Done(Err(e)) => Plan::Done(Err(e)),
+                    Plan::Need(f) => Plan::Need(f),
+                }
+            }
+            Input::Dir(path) => {
+                if let Some(plan) = self.plan_walk(core, path, clock) {
+                    return plan;
+                }
+                let tree = &core.tree;
+                let recursive = self.config.recursive;
+                let below = |p: &str| {
+                    if recursive {
+                        in_subtree(path, p)
+                    } else {
+                        p == path
+                    }
+                };
+                let mut at: Option<Instant> = None;
+                for (p, d) in tree.dirs().filter(|(p, _)| below(p)) {
+                    let listed = if recursive {
+                        d.listed_at
+                    } else {
+                        d.files_at.max(d.listed_at)
+                    };
+                    match listed {
+                        Some(t) if fresh(p).ok(t) => at = Some(at.map_or(t, |a| a.min(t))),
+                        _ => return Plan::Need(super::refresher::Fetch::Sweep(path.clone())),
+                    }
+                }
+                let mut leaves = Vec::new();
+                let mut params = Vec::new();
+                for (p, d) in tree.dirs().filter(|(p, _)| below(p)) {
+                    for (name, cached) in &d.files {
+                        let full = join(p, name);
+                        let rel = if path.is_empty() {
+                            full
+                        } else {
+                            full[path.len() + 1..].to_string()
+                        };
+                        leaves.push(Leaf::new(rel, &cached.param, dialect));
+                        params.push(&cached.param);
+                    }
+                }
+                leaves.sort_by(|a, b| a.path.cmp(&b.path));
+                params.sort_by(|a, b| a.name.cmp(&b.name));
+                let modified = params
+                    .iter()
+                    .map(|p| p.modified)
+                    .max()
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                Plan::Done(Ok(Resolution {
+                    value: Resolved::Dir(leaves),
+                    at: at.unwrap_or(clock.start),
+                    modified,
+                    stamp: stamp_of(params.into_iter()),
+                }))
+            }
+        }
+    }
+
+    /// Walks from the root to directory `path`: `None` once it is there (known to the tree),
+    /// else the plan that answers (not found) or fetches.
+    fn plan_walk<T>(&self, core: &Core, path: &str, clock: Clock) -> Option<Plan<T>> {
+        if core.tree.dir(path).is_some() {
+            return None;
+        }
+        let fresh = |dir: &str| clock.fresh(self.config.max_age_of(dir));
+        let mut at = String::new();
+        for part in path.split('/') {
+            match self.planner().lookup_in(
+                &core.tree,
+                at.clone(),
+                OsStr::new(part),
+                !clock.paged,
+                fresh,
+            ) {
+                Plan::Done(Ok(Target::Dir(p))) => at = p,
+                Plan::Done(Ok(_)) => return Some(Plan::Done(Err(Error::NotFound))),
+                Plan::Done(Err(e)) => return Some(Plan::Done(Err(e))),
+                Plan::Need(f) => return Some(Plan::Need(f)),
+            }
+        }
+        None
+    }
+
+    /// Adds to an outcome the rendered files touched: news of a changed file and the kernel's
+    /// entries to invalidate.
+    pub(super) fn rendered_outcome(
+        core: &mut Core,
+        touched: Vec<(Rendered, Option<Arc<Cached>>)>,
+        outcome: &mut Outcome,
+    ) {
+        for (what, old) in touched {
+            let shown = what.shown();
+            let name = split(&shown).1.to_string();
+            // The inode of the last version is not reported replaced: the announcer truncates
+            // that very inode (its lookups get the last version), so that a program watching
+            // the file itself hears of the change too.
+            if let Some(dir) = core.inodes.held(&what.dir_key()) {
+                outcome.invals.push(Inval(dir, name));
+            }
+            if let Some(old) = old {
+                outcome.news.push(News {
+                    what: What::Changed(old),
+                    path: shown.clone(),
+                    shown,
+                });
+            }
+        }
+    }
+}
+
+/// What a failed render read, to follow it still: for `.env` and `.json` their directory.
+fn failed_inputs(what: &Rendered, known: &Known) -> Vec<(Input, u64)> {
+    match what {
+        Rendered::Env(dir) | Rendered::Json(dir) => vec![(Input::Dir(dir.clone()), 0)],
+        Rendered::Template(_) => known.keys().map(|i| (i.clone(), 0)).collect(),
+    }
+}
