@@ -13,7 +13,7 @@
 //!   (bash would expand those; the others would not unescape a `\$`).
 //!
 //! A value neither fits (it holds `'` or `\\` together with `$` or a backquote), or one holding
-//! a NUL byte, is left out; so are two paths that make one KEY, and a KEY that is not a
+//! a NUL byte or a carriage return (python-dotenv reads it as a newline), is left out; so are two paths that make one KEY, and a KEY that is not a
 //! variable name. A comment line names each, by path and KEY, never by value.
 //!
 //! python-dotenv expands `${NAME}` in every value, quoted or not, unless it is loaded with
@@ -52,7 +52,8 @@ pub fn is_variable(key: &str) -> bool {
 
 /// The value quoted for every reader, or `None` when no quoting serves them all.
 pub fn quote(value: &str) -> Option<String> {
-    if value.contains('\0') {
+    // No reader keeps a NUL; python-dotenv reads a carriage return as a newline.
+    if value.contains(['\0', '\r']) {
         return None;
     }
     if !value.contains('\'') && !value.contains("\\\\") && !value.ends_with('\\') {
