@@ -73,11 +73,11 @@ impl Rendered {
     }
 }
 
-/// One input as resolved: its value, when the knowledge it came from was fetched, when it was
-/// last modified, and a digest of the versions it holds (never of values).
+/// One input as resolved: its value, until when the knowledge it came from is fresh, when it
+/// was last modified, and a digest of the versions it holds (never of values).
 struct Resolution {
     value: Resolved,
-    at: Instant,
+    until: Instant,
     modified: SystemTime,
     stamp: u64,
 }
@@ -156,7 +156,9 @@ impl<B: Backend> Fs<B> {
     /// Reads the template files again (SIGHUP). A template that fails to load keeps the old
     /// set; templates followed whose output changed are news.
     pub async fn reload_templates(&self) -> Result<(), String> {
-        let fresh = self.templates.lock().unwrap().reload()?;
+        // The files are read without the lock: lookups of `.templates` take it.
+        let loaded = self.templates.lock().unwrap().clone();
+        let fresh = loaded.reload()?;
         self.set_templates(fresh);
         let followed: Vec<Rendered> = {
             let core = self.core.lock().unwrap();
@@ -290,7 +292,7 @@ impl<B: Backend> Fs<B> {
                         let at = inputs
                             .iter()
                             .filter_map(|(i, _)| found.get(i))
-                            .map(|r| r.at)
+                            .map(|r| r.until)
                             .min();
                         return Ok(self.settle(
                             what,
@@ -323,7 +325,11 @@ impl<B: Backend> Fs<B> {
             match rendering {
                 Rendering::Missing(inputs) => want = inputs,
                 Rendering::Done { text, used, secret } => {
-                    let at = used.iter().filter_map(|i| found.get(i)).map(|r| r.at).min();
+                    let at = used
+                        .iter()
+                        .filter_map(|i| found.get(i))
+                        .map(|r| r.until)
+                        .min();
                     return Ok(self.settle(
                         what,
                         Content::from(text.into_bytes()),
@@ -394,7 +400,7 @@ impl<B: Backend> Fs<B> {
         secret: bool,
         used: &[Input],
         found: &HashMap<Input, Resolution>,
-        at: Option<Instant>,
+        until: Option<Instant>,
     ) -> Arc<Cached> {
         let shown = what.shown();
         let mut core = self.core.lock().unwrap();
@@ -411,7 +417,12 @@ impl<B: Backend> Fs<B> {
                 .filter_map(|i| found.get(i).map(|r| (i.clone(), r.stamp)))
                 .collect();
         }
-        let fetched_at = at.unwrap_or_else(Instant::now);
+        // The file is fresh as long as everything it read: stamped so that the max age of its
+        // own directory runs out then.
+        let now = Instant::now();
+        let fetched_at = until
+            .and_then(|u| u.checked_sub(self.config.max_age_of(split(&shown).0)))
+            .map_or(now, |f| f.min(now));
         let param = match &render.current {
             Some(c) if c.param.content == content && c.param.secret == secret => c.param.clone(),
             _ => {
@@ -494,7 +505,7 @@ impl<B: Backend> Fs<B> {
                 match plan {
                     Plan::Done(Ok(Target::File { cached, .. })) => Plan::Done(Ok(Resolution {
                         value: Resolved::Param(Leaf::new(path.clone(), &cached.param, dialect)),
-                        at: cached.fetched_at,
+                        until: self.until(dir, cached.fetched_at),
                         modified: cached.param.modified,
                         stamp: stamp_of(std::iter::once(&cached.param)),
                     })),
@@ -516,7 +527,7 @@ impl<B: Backend> Fs<B> {
                         p == path
                     }
                 };
-                let mut at: Option<Instant> = None;
+                let mut until: Option<Instant> = None;
                 for (p, d) in tree.dirs().filter(|(p, _)| below(p)) {
                     let listed = if recursive {
                         d.listed_at
@@ -524,7 +535,10 @@ impl<B: Backend> Fs<B> {
                         d.files_at.max(d.listed_at)
                     };
                     match listed {
-                        Some(t) if fresh(p).ok(t) => at = Some(at.map_or(t, |a| a.min(t))),
+                        Some(t) if fresh(p).ok(t) => {
+                            let u = self.until(p, t);
+                            until = Some(until.map_or(u, |a| a.min(u)));
+                        }
                         _ => return Plan::Need(super::refresher::Fetch::Sweep(path.clone())),
                     }
                 }
@@ -551,12 +565,18 @@ impl<B: Backend> Fs<B> {
                     .unwrap_or(SystemTime::UNIX_EPOCH);
                 Plan::Done(Ok(Resolution {
                     value: Resolved::Dir(leaves),
-                    at: at.unwrap_or(clock.start),
+                    until: until.unwrap_or_else(|| self.until(path, clock.start)),
                     modified,
                     stamp: stamp_of(params.into_iter()),
                 }))
             }
         }
+    }
+
+    /// Until when knowledge of directory `dir` fetched at `at` is fresh.
+    fn until(&self, dir: &str, at: Instant) -> Instant {
+        at.checked_add(self.config.max_age_of(dir))
+            .unwrap_or_else(|| at + super::STATIC_TTL)
     }
 
     /// Walks from the root to directory `path`: `None` once it is there (known to the tree),

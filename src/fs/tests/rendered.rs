@@ -262,3 +262,20 @@ async fn a_template_file_changed_on_disk_is_read_again_on_reload() {
     assert!(fs.reload_templates().await.is_err());
     assert_eq!(text(cat(&fs, ".templates/t").await), "two demo");
 }
+
+#[tokio::test]
+async fn a_rendered_file_is_kept_no_longer_than_what_it_reads() {
+    let b = sample();
+    let (_d, t) = templates(&[("t", "{{ param('db/password') }} {{ param('name') }}")]);
+    let mut cfg = config("/app", LONG);
+    cfg.max_age_for = vec![("db".to_string(), Duration::from_secs(30))];
+    let fs = started_with(&b, cfg).await;
+    fs.set_templates(t);
+    let entry = resolve(&fs, ".templates/t").await.unwrap();
+    assert!(entry.ttl <= Duration::from_secs(30), "{:?}", entry.ttl);
+    assert!(entry.ttl > Duration::ZERO);
+    let root = resolve(&fs, ".env").await.unwrap();
+    assert!(root.ttl <= Duration::from_secs(30), "{:?}", root.ttl);
+    let name = resolve(&fs, "name").await.unwrap();
+    assert!(name.ttl > Duration::from_secs(60), "{:?}", name.ttl);
+}
