@@ -37,7 +37,9 @@ use crate::capped::Capped;
 use crate::content::Content;
 use crate::error::Error;
 use crate::names::{ENV, JSON, TEMPLATES};
-use crate::render::template::{Failed, Input, Known, Rendering, Resolved, Templates};
+use crate::render::template::{
+    unusable_error, Failed, Input, Known, Rendering, Resolved, Templates,
+};
 use crate::render::{env, tree_value, Leaf};
 
 /// Rendered files followed, at most (the least recently rendered is forgotten first).
@@ -82,12 +84,20 @@ struct Resolution {
     stamp: u64,
 }
 
+/// The stamp recorded for an input that does not exist.
+const ABSENT: u64 = 0;
+/// Renders begun again because a fetch landed while they read, at most, before one settles
+/// anyway.
+const MAX_ATTEMPTS: usize = 3;
+
 /// A rendered file followed since it was first looked up.
 struct Render {
     what: Rendered,
-    /// Its last version, if its last render succeeded.
+    /// Its last version. After a failed render, an empty stand-in (`failed`): lookups fail,
+    /// but the announcer has a file to act on when a change makes it render again.
     current: Option<Arc<Cached>>,
-    /// What the last render read, with the stamp of each.
+    failed: bool,
+    /// What the last render read, with the stamp of each (`ABSENT` for what did not exist).
     inputs: Vec<(Input, u64)>,
 }
 
@@ -97,6 +107,9 @@ pub struct Renders {
     /// Versions of rendered files are numbered across all of them, so that a number is never
     /// used twice, even by a file forgotten and rendered anew.
     next_version: u64,
+    /// Moves on with every fetch that changed something: a render that read before it moved
+    /// may have read what the fetch replaced, and is done again.
+    epoch: u64,
     warned: Capped<String, ()>,
 }
 
@@ -105,6 +118,7 @@ impl Default for Renders {
         Renders {
             by_path: Capped::new(MAX_RENDERS),
             next_version: 1,
+            epoch: 0,
             warned: Capped::new(MAX_RENDERS),
         }
     }
@@ -114,6 +128,10 @@ impl Renders {
     /// The rendered files whose inputs the news touches: each is news itself, and the kernel's
     /// entries for it are stale.
     pub(super) fn follow(&mut self, news: &[News]) -> Vec<(Rendered, Option<Arc<Cached>>)> {
+        if news.is_empty() {
+            return Vec::new();
+        }
+        self.epoch += 1;
         let mut touched = Vec::new();
         for (_, render) in self.by_path.iter_mut() {
             let hit = render.inputs.iter().any(|(input, _)| {
@@ -127,6 +145,12 @@ impl Renders {
             }
         }
         touched
+    }
+
+    fn version(&mut self) -> String {
+        let v = format!("rendered-{}", self.next_version);
+        self.next_version += 1;
+        v
     }
 
     /// Logs `message` unless it was logged already.
@@ -179,7 +203,7 @@ impl<B: Backend> Fs<B> {
                 .by_path
                 .peek(&what.shown())
                 .and_then(|r| r.current.clone());
-            let _ = self.render(&what, true).await;
+            let _ = self.render(&what, true, false).await;
             let mut core = self.core.lock().unwrap();
             let after = core
                 .renders
@@ -231,13 +255,8 @@ impl<B: Backend> Fs<B> {
 
     /// A lookup of a rendered file: rendered from fresh knowledge, then handed to the kernel.
     pub(super) async fn lookup_rendered(&self, what: Rendered) -> Result<Entry, Error> {
-        let cached = self.render(&what, false).await?;
-        let mut core = self.core.lock().unwrap();
-        let ino = core.inodes.remember(Node::File {
-            path: what.shown().into(),
-            cached,
-        });
-        self.attr_of(&core, ino)
+        let (_, entry) = self.render(&what, false, true).await?;
+        entry.ok_or(Error::NotFound)
     }
 
     /// The announcer's lookup of a rendered file: its last version, never kept by the kernel.
@@ -259,107 +278,126 @@ impl<B: Backend> Fs<B> {
     }
 
     /// Renders a file from fresh knowledge (`again`: even if nothing it read changed) and
-    /// records the result as its current version.
-    async fn render(&self, what: &Rendered, again: bool) -> Result<Arc<Cached>, Error> {
+    /// records the result as its current version; `hand_out`: and hands it to the kernel under
+    /// the same lock, so that no fetch comes between.
+    async fn render(
+        &self,
+        what: &Rendered,
+        again: bool,
+        hand_out: bool,
+    ) -> Result<(Arc<Cached>, Option<Entry>), Error> {
         let shown = what.shown();
         let templates = self.templates.lock().unwrap().clone();
-        let mut known = Known::new();
-        let mut found: HashMap<Input, Resolution> = HashMap::new();
-        // What the last render read is most likely read again: it is resolved all at once.
-        let last = {
-            let mut core = self.core.lock().unwrap();
-            core.renders
-                .by_path
-                .get(&shown)
-                .map(|r| (r.inputs.clone(), r.current.clone()))
-        };
-        let mut want: Vec<Input> = match (&last, what) {
-            (Some((inputs, _)), _) if !inputs.is_empty() => {
-                inputs.iter().map(|(i, _)| i.clone()).collect()
-            }
-            (_, Rendered::Env(dir) | Rendered::Json(dir)) => vec![Input::Dir(dir.clone())],
-            _ => Vec::new(),
-        };
-        for round in 0..=MAX_ROUNDS {
-            self.resolve_all(&want, &mut known, &mut found).await;
-            if round == 0 && !again {
-                // Nothing read changed: the current version stands.
-                if let Some((inputs, Some(current))) = &last {
-                    let same = inputs
-                        .iter()
-                        .all(|(input, stamp)| found.get(input).is_some_and(|r| r.stamp == *stamp));
-                    if same && !inputs.is_empty() {
-                        let at = inputs
-                            .iter()
-                            .filter_map(|(i, _)| found.get(i))
-                            .map(|r| r.until)
-                            .min();
-                        return Ok(self.settle(
-                            what,
-                            current.param.content.clone(),
-                            current.param.secret,
-                            &[],
-                            &found,
-                            at,
-                        ));
-                    }
-                }
-            }
-            let rendering = match what {
-                Rendered::Env(dir) | Rendered::Json(dir) => {
-                    let input = Input::Dir(dir.clone());
-                    match known.get(&input) {
-                        None => Rendering::Missing(vec![input]),
-                        Some(Err(e)) => Rendering::Failed(Failed {
-                            message: format!("{shown}: {e}"),
-                            error: e.clone(),
-                        }),
-                        Some(Ok(Resolved::Dir(leaves))) => self.tree_file(what, leaves),
-                        Some(Ok(Resolved::Param(_))) => unreachable!("a directory input"),
-                    }
-                }
-                Rendered::Template(name) => {
-                    templates.render(name, &self.config.source, Arc::new(known.clone()))
-                }
+        for attempt in 1..=MAX_ATTEMPTS {
+            let mut known = Known::new();
+            let mut found: HashMap<Input, Resolution> = HashMap::new();
+            // What the last render read is most likely read again: it is resolved all at once.
+            let (epoch, last) = {
+                let mut core = self.core.lock().unwrap();
+                let last = core.renders.by_path.get(&shown).map(|r| {
+                    let current = r.current.clone().filter(|_| !r.failed);
+                    (r.inputs.clone(), current)
+                });
+                (core.renders.epoch, last)
             };
-            match rendering {
-                Rendering::Missing(inputs) => want = inputs,
+            let mut want: Vec<Input> = match (&last, what) {
+                (Some((inputs, _)), _) if !inputs.is_empty() => {
+                    inputs.iter().map(|(i, _)| i.clone()).collect()
+                }
+                (_, Rendered::Env(dir) | Rendered::Json(dir)) => vec![Input::Dir(dir.clone())],
+                _ => Vec::new(),
+            };
+            let mut made = None;
+            let mut unchanged = false;
+            for round in 0..=MAX_ROUNDS {
+                self.resolve_all(&want, &mut known, &mut found).await;
+                if let (0, false, Some((inputs, Some(current)))) = (round, again, &last) {
+                    // Nothing read changed: the current version stands.
+                    let same = !inputs.is_empty()
+                        && inputs
+                            .iter()
+                            .all(|(input, stamp)| stamp_in(input, &known, &found) == Some(*stamp));
+                    if same {
+                        unchanged = true;
+                        made = Some(Rendering::Done {
+                            text: String::new(),
+                            used: Vec::new(),
+                            secret: current.param.secret,
+                        });
+                        break;
+                    }
+                }
+                match self.make(what, &templates, &known) {
+                    Rendering::Missing(inputs) => want = inputs,
+                    done => {
+                        made = Some(done);
+                        break;
+                    }
+                }
+            }
+            let mut core = self.core.lock().unwrap();
+            if core.renders.epoch != epoch && attempt < MAX_ATTEMPTS {
+                // A fetch changed something while this render read: it may have read what the
+                // fetch replaced (and the fetch's news went out before this render's result).
+                continue;
+            }
+            let made = made.unwrap_or_else(|| {
+                Rendering::Failed(Failed {
+                    message: format!(
+                        "template {shown}: reads depend on reads more than {MAX_ROUNDS} levels deep"
+                    ),
+                    error: Error::Render,
+                })
+            });
+            let cached = match made {
                 Rendering::Done { text, used, secret } => {
-                    let at = used
-                        .iter()
-                        .filter_map(|i| found.get(i))
-                        .map(|r| r.until)
-                        .min();
-                    return Ok(self.settle(
-                        what,
-                        Content::from(text.into_bytes()),
-                        secret,
-                        &used,
-                        &found,
-                        at,
-                    ));
+                    let content = match (unchanged, &last) {
+                        // The shortcut above: the current content.
+                        (true, Some((_, Some(current)))) => current.param.content.clone(),
+                        _ => Content::from(text.into_bytes()),
+                    };
+                    self.settle(&mut core, what, content, secret, &used, &known, &found)
                 }
                 Rendering::Failed(failed) => {
-                    let mut core = self.core.lock().unwrap();
                     core.renders.warn_once(&failed.message);
-                    // Followed still: a change of what it read is news.
-                    let inputs = failed_inputs(what, &known);
-                    let render = core.renders.by_path.get_or_insert_mut(shown, || Render {
-                        what: what.clone(),
-                        current: None,
-                        inputs: Vec::new(),
-                    });
-                    render.current = None;
-                    render.inputs = inputs;
+                    self.settle_failed(&mut core, what, &known, &found);
                     return Err(failed.error);
                 }
+                Rendering::Missing(_) => unreachable!("missing inputs are resolved above"),
+            };
+            let entry = if hand_out {
+                let ino = core.inodes.remember(Node::File {
+                    path: shown.as_str().into(),
+                    cached: cached.clone(),
+                });
+                Some(self.attr_of(&core, ino)?)
+            } else {
+                None
+            };
+            return Ok((cached, entry));
+        }
+        unreachable!("the last attempt always settles")
+    }
+
+    /// One render from what is known: the file, or what it still lacks, or why it failed.
+    fn make(&self, what: &Rendered, templates: &Templates, known: &Known) -> Rendering {
+        match what {
+            Rendered::Env(dir) | Rendered::Json(dir) => {
+                let input = Input::Dir(dir.clone());
+                match known.get(&input) {
+                    None => Rendering::Missing(vec![input]),
+                    Some(Err(e)) => Rendering::Failed(Failed {
+                        message: format!("{}: {e}", what.shown()),
+                        error: e.clone(),
+                    }),
+                    Some(Ok(Resolved::Dir(leaves))) => self.tree_file(what, leaves),
+                    Some(Ok(Resolved::Param(_))) => unreachable!("a directory input"),
+                }
+            }
+            Rendered::Template(name) => {
+                templates.render(name, &self.config.source, Arc::new(known.clone()))
             }
         }
-        let mut core = self.core.lock().unwrap();
-        core.renders.warn_once(&format!(
-            "template {shown}: reads depend on reads more than {MAX_ROUNDS} levels deep"
-        ));
-        Err(Error::Render)
     }
 
     /// `.env` or `.json` from a subtree's files.
@@ -381,59 +419,79 @@ impl<B: Backend> Fs<B> {
                 }
                 String::from_utf8(env.text).unwrap_or_default()
             }
-            _ => {
-                let mut text =
-                    serde_json::to_string_pretty(&tree_value(leaves)).unwrap_or_default();
-                text.push('\n');
-                text
-            }
+            _ => match tree_value(leaves) {
+                Ok(value) => {
+                    let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
+                    text.push('\n');
+                    text
+                }
+                Err(why) => {
+                    let error = leaves
+                        .iter()
+                        .find(|l| !l.derived && l.unusable().is_some())
+                        .map_or(Error::Render, unusable_error);
+                    return Rendering::Failed(Failed {
+                        message: format!("{}: {why}", what.shown()),
+                        error,
+                    });
+                }
+            },
         };
         Rendering::Done { text, used, secret }
     }
 
     /// Records a render as the file's current version: the same version as before if the
-    /// content is the same, else a new one.
+    /// content is the same, else a new one. `used` empty: nothing read changed.
+    #[allow(clippy::too_many_arguments)]
     fn settle(
         &self,
+        core: &mut Core,
         what: &Rendered,
         content: Content,
         secret: bool,
         used: &[Input],
+        known: &Known,
         found: &HashMap<Input, Resolution>,
-        until: Option<Instant>,
     ) -> Arc<Cached> {
         let shown = what.shown();
-        let mut core = self.core.lock().unwrap();
-        let Core { renders, .. } = &mut *core;
-        let next = &mut renders.next_version;
+        let renders = &mut core.renders;
+        let version = renders.version();
         let render = renders.by_path.get_or_insert_mut(shown.clone(), || Render {
             what: what.clone(),
             current: None,
+            failed: false,
             inputs: Vec::new(),
         });
         if !used.is_empty() {
             render.inputs = used
                 .iter()
-                .filter_map(|i| found.get(i).map(|r| (i.clone(), r.stamp)))
+                .filter_map(|i| stamp_in(i, known, found).map(|s| (i.clone(), s)))
                 .collect();
         }
         // The file is fresh as long as everything it read: stamped so that the max age of its
         // own directory runs out then.
+        let until = render
+            .inputs
+            .iter()
+            .filter_map(|(i, _)| found.get(i))
+            .map(|r| r.until)
+            .min();
         let now = Instant::now();
         let fetched_at = until
             .and_then(|u| u.checked_sub(self.config.max_age_of(split(&shown).0)))
             .map_or(now, |f| f.min(now));
         let param = match &render.current {
-            Some(c) if c.param.content == content && c.param.secret == secret => c.param.clone(),
+            Some(c) if !render.failed && c.param.content == content && c.param.secret == secret => {
+                c.param.clone()
+            }
             _ => {
-                let modified = used
+                let modified = render
+                    .inputs
                     .iter()
-                    .filter_map(|i| found.get(i))
+                    .filter_map(|(i, _)| found.get(i))
                     .map(|r| r.modified)
                     .max()
                     .unwrap_or(self.mounted_at);
-                let version = format!("rendered-{next}");
-                *next += 1;
                 Param {
                     name: shown.clone(),
                     content,
@@ -448,7 +506,51 @@ impl<B: Backend> Fs<B> {
         };
         let cached = Arc::new(Cached { param, fetched_at });
         render.current = Some(cached.clone());
+        render.failed = false;
         cached
+    }
+
+    /// Records a failed render: what it read stays followed, and an empty stand-in is its
+    /// current version, so that the change that mends it is news of a changed file.
+    fn settle_failed(
+        &self,
+        core: &mut Core,
+        what: &Rendered,
+        known: &Known,
+        found: &HashMap<Input, Resolution>,
+    ) {
+        let shown = what.shown();
+        let renders = &mut core.renders;
+        let version = renders.version();
+        let render = renders.by_path.get_or_insert_mut(shown.clone(), || Render {
+            what: what.clone(),
+            current: None,
+            failed: false,
+            inputs: Vec::new(),
+        });
+        render.inputs = match what {
+            Rendered::Env(dir) | Rendered::Json(dir) => vec![(Input::Dir(dir.clone()), ABSENT)],
+            Rendered::Template(_) => known
+                .keys()
+                .map(|i| (i.clone(), stamp_in(i, known, found).unwrap_or(ABSENT)))
+                .collect(),
+        };
+        if !render.failed {
+            render.failed = true;
+            render.current = Some(Arc::new(Cached {
+                param: Param {
+                    name: shown,
+                    content: Content::default(),
+                    version,
+                    secret: false,
+                    modified: self.mounted_at,
+                    xattrs: Vec::new(),
+                    unreadable: None,
+                    derived: true,
+                },
+                fetched_at: Instant::now(),
+            }));
+        }
     }
 
     /// Resolves inputs not yet known, all at once.
@@ -503,9 +605,18 @@ impl<B: Backend> Fs<B> {
                     fresh,
                 );
                 match plan {
-                    Plan::Done(Ok(Target::File { cached, .. })) => Plan::Done(Ok(Resolution {
+                    Plan::Done(Ok(Target::File {
+                        cached,
+                        resolved_at,
+                        ..
+                    })) => Plan::Done(Ok(Resolution {
                         value: Resolved::Param(Leaf::new(path.clone(), &cached.param, dialect)),
-                        until: self.until(dir, cached.fetched_at),
+                        // A label is good as long as what it resolved to; a version forever.
+                        until: match (selector, resolved_at) {
+                            (_, Some(at)) => self.until(dir, at),
+                            (Some(_), None) => Instant::now() + super::STATIC_TTL,
+                            (None, None) => self.until(dir, cached.fetched_at),
+                        },
                         modified: cached.param.modified,
                         stamp: stamp_of(std::iter::once(&cached.param)),
                     })),
@@ -528,6 +639,9 @@ impl<B: Backend> Fs<B> {
                     }
                 };
                 let mut until: Option<Instant> = None;
+                // What is stale is swept from the deepest directory above all of it, so that
+                // one stale subdirectory costs its own sweep, not the whole subtree's.
+                let mut stale: Option<String> = None;
                 for (p, d) in tree.dirs().filter(|(p, _)| below(p)) {
                     let listed = if recursive {
                         d.listed_at
@@ -539,8 +653,11 @@ impl<B: Backend> Fs<B> {
                             let u = self.until(p, t);
                             until = Some(until.map_or(u, |a| a.min(u)));
                         }
-                        _ => return Plan::Need(super::refresher::Fetch::Sweep(path.clone())),
+                        _ => stale = Some(stale.map_or(p.clone(), |s| common_ancestor(&s, p))),
                     }
+                }
+                if let Some(dir) = stale {
+                    return Plan::Need(super::refresher::Fetch::Sweep(dir));
                 }
                 let mut leaves = Vec::new();
                 let mut params = Vec::new();
@@ -631,10 +748,24 @@ impl<B: Backend> Fs<B> {
     }
 }
 
-/// What a failed render read, to follow it still: for `.env` and `.json` their directory.
-fn failed_inputs(what: &Rendered, known: &Known) -> Vec<(Input, u64)> {
-    match what {
-        Rendered::Env(dir) | Rendered::Json(dir) => vec![(Input::Dir(dir.clone()), 0)],
-        Rendered::Template(_) => known.keys().map(|i| (i.clone(), 0)).collect(),
+/// The deepest directory at or above both paths.
+fn common_ancestor(a: &str, b: &str) -> String {
+    let mut out = String::new();
+    for (x, y) in a.split('/').zip(b.split('/')) {
+        if x != y {
+            break;
+        }
+        out = join(&out, x);
+    }
+    out
+}
+
+/// The stamp of an input as resolved: its versions' digest, or `ABSENT`; `None` if it failed
+/// otherwise.
+fn stamp_in(input: &Input, known: &Known, found: &HashMap<Input, Resolution>) -> Option<u64> {
+    match (found.get(input), known.get(input)) {
+        (Some(r), _) => Some(r.stamp),
+        (None, Some(Err(Error::NotFound))) => Some(ABSENT),
+        _ => None,
     }
 }

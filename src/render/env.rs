@@ -7,14 +7,19 @@
 //!
 //! Quoting: these readers agree on no one quoting for every byte, so each value gets the first
 //! that all of them read back exactly:
-//! - single quotes, for a value with no `'`, no `\\` and no trailing `\`: every reader takes
-//!   what is inside literally (python-dotenv alone unescapes `\\` and `\'` there);
+//! - single quotes, for a value with no `'` and no `\\`: every reader takes what is inside
+//!   literally (python-dotenv alone unescapes `\\` and `\'` there);
 //! - otherwise double quotes with `\` and `"` escaped, for a value with no `$` and no backquote
 //!   (bash would expand those; the others would not unescape a `\$`).
 //!
-//! A value neither fits (it holds `'` or `\\` together with `$` or a backquote), or one holding
-//! a NUL byte or a carriage return (python-dotenv reads it as a newline), is left out; so are two paths that make one KEY, and a KEY that is not a
-//! variable name. A comment line names each, by path and KEY, never by value.
+//! Left out, each named by a comment line (by path and KEY, never by value) and in the log:
+//! - a value neither quoting fits (it holds `'` or `\\` together with `$` or a backquote);
+//! - a value ending in `\` (older python-dotenv and compose read `\'` and `\\"` at the end as
+//!   an escaped quote, and lose that line and the lines after it);
+//! - a value holding a NUL byte, a carriage return (python-dotenv reads it as a newline), or
+//!   bytes that are not UTF-8 (a binary secret);
+//! - a value AWS refused to return (an unreadable secret);
+//! - two paths that make one KEY, and a KEY that is not a variable name.
 //!
 //! python-dotenv expands `${NAME}` in every value, quoted or not, unless it is loaded with
 //! `interpolate=False`: that is its one reading that differs.
@@ -24,7 +29,7 @@ use std::collections::BTreeMap;
 use super::Leaf;
 
 /// A rendered `.env`, and what was left out of it.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Env {
     pub text: Vec<u8>,
     /// Why each left-out path was left out (paths and keys, never values).
@@ -52,11 +57,12 @@ pub fn is_variable(key: &str) -> bool {
 
 /// The value quoted for every reader, or `None` when no quoting serves them all.
 pub fn quote(value: &str) -> Option<String> {
-    // No reader keeps a NUL; python-dotenv reads a carriage return as a newline.
-    if value.contains(['\0', '\r']) {
+    // No reader keeps a NUL; python-dotenv reads a carriage return as a newline; a trailing
+    // backslash reads as an escaped closing quote in older parsers.
+    if value.contains(['\0', '\r']) || value.ends_with('\\') {
         return None;
     }
-    if !value.contains('\'') && !value.contains("\\\\") && !value.ends_with('\\') {
+    if !value.contains('\'') && !value.contains("\\\\") {
         return Some(format!("'{value}'"));
     }
     if !value.contains('$') && !value.contains('`') {
@@ -93,6 +99,18 @@ pub fn render(leaves: &[Leaf]) -> Env {
             if !is_variable(&key) {
                 env.left_out
                     .push(format!("{}: {key} is not a variable name", one.path));
+                continue;
+            }
+            if let Some(code) = &one.unreadable {
+                env.left_out.push(format!(
+                    "{} ({key}): AWS refused to return it ({code})",
+                    one.path
+                ));
+                continue;
+            }
+            if one.is_binary() {
+                env.left_out
+                    .push(format!("{} ({key}): its value is not UTF-8 text", one.path));
                 continue;
             }
             match quote(&one.original()) {

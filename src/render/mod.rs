@@ -25,8 +25,8 @@ pub mod template;
 /// The SSM type attribute of a parameter, as the backend records it.
 const TYPE_XATTR: &str = "user.ssm.type";
 
-/// One value as rendering sees it.
-#[derive(Clone, Debug)]
+/// One value as rendering sees it. Its `Debug` form never shows the value.
+#[derive(Clone)]
 pub struct Leaf {
     /// Relative to the top of what is rendered (a directory), or the path asked for.
     pub path: String,
@@ -39,6 +39,17 @@ pub struct Leaf {
     pub derived: bool,
     /// A SecureString or a secret: what is rendered from it gets the secret file mode.
     pub secret: bool,
+    /// Why AWS refused to return the value (an error code), if it did.
+    pub unreadable: Option<String>,
+}
+
+impl std::fmt::Debug for Leaf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leaf")
+            .field("path", &self.path)
+            .field("content", &self.content)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Leaf {
@@ -53,6 +64,21 @@ impl Leaf {
             secret_value: dialect == Dialect::SecretsManager,
             derived: param.derived,
             secret: param.secret,
+            unreadable: param.unreadable.clone(),
+        }
+    }
+
+    /// Whether the value is not UTF-8 text (a binary secret).
+    pub fn is_binary(&self) -> bool {
+        std::str::from_utf8(self.content.as_bytes()).is_err()
+    }
+
+    /// Why the value cannot be rendered, if it cannot: refused by AWS, or not text.
+    pub fn unusable(&self) -> Option<String> {
+        match &self.unreadable {
+            Some(code) => Some(format!("{}: AWS refused to return it ({code})", self.path)),
+            None if self.is_binary() => Some(format!("{}: its value is not UTF-8 text", self.path)),
+            None => None,
         }
     }
 
@@ -97,8 +123,16 @@ impl Leaf {
 /// The subtree of a directory as one JSON object: directories are objects, values are as
 /// [`Leaf::json`] makes them. A parameter that is also a directory (`b%` beside `b/`) is under
 /// the key `""` of that directory's object. Keys of JSON secrets (derived files) are left out:
-/// the secret itself is their parsed object.
-pub fn tree_value(leaves: &[Leaf]) -> serde_json::Value {
+/// the secret itself is their parsed object. A value that cannot be rendered (refused by AWS,
+/// not text) fails the whole: a key silently missing would be worse.
+pub fn tree_value(leaves: &[Leaf]) -> Result<serde_json::Value, String> {
+    if let Some(why) = leaves
+        .iter()
+        .filter(|l| !l.derived)
+        .find_map(Leaf::unusable)
+    {
+        return Err(why);
+    }
     #[derive(Default)]
     struct Dir {
         own: Option<serde_json::Value>,
@@ -129,10 +163,10 @@ pub fn tree_value(leaves: &[Leaf]) -> serde_json::Value {
         dir.own = Some(leaf.json(true));
     }
     // The top is always an object, even when empty.
-    match into_value(top) {
+    Ok(match into_value(top) {
         v @ serde_json::Value::Object(_) => v,
         _ => serde_json::Value::Object(Default::default()),
-    }
+    })
 }
 
 #[cfg(test)]

@@ -46,9 +46,30 @@ pub fn to_json(value: &Value) -> Result<serde_json::Value, Error> {
     })
 }
 
+/// JSON text, with the characters JSON leaves raw but YAML or TOML readers refuse or change
+/// (DEL, the C1 controls, the line and paragraph separators, the noncharacters U+FFFE and
+/// U+FFFF) written as `\uXXXX`: they can only be inside strings, so the text stays JSON.
 fn json_text(value: &serde_json::Value) -> Result<String, Error> {
-    serde_json::to_string(value)
-        .map_err(|_| Error::new(ErrorKind::InvalidOperation, "cannot write as JSON"))
+    let text = serde_json::to_string(value)
+        .map_err(|_| Error::new(ErrorKind::InvalidOperation, "cannot write as JSON"))?;
+    let awkward = |c: char| {
+        matches!(
+            c,
+            '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{fffe}' | '\u{ffff}'
+        )
+    };
+    if !text.contains(awkward) {
+        return Ok(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if awkward(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(out)
 }
 
 pub fn json(value: &Value) -> Result<String, Error> {

@@ -59,8 +59,7 @@ pub enum Resolved {
 /// What the caller resolved: a value, or why there is none (`NotFound`: it does not exist).
 pub type Known = HashMap<Input, Result<Resolved, crate::error::Error>>;
 
-/// The outcome of one render.
-#[derive(Debug)]
+/// The outcome of one render. Its `Debug` form never shows the text.
 pub enum Rendering {
     Done {
         text: String,
@@ -72,6 +71,21 @@ pub enum Rendering {
     /// Inputs not in the known map: resolve them all, then render again.
     Missing(Vec<Input>),
     Failed(Failed),
+}
+
+impl fmt::Debug for Rendering {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rendering::Done { text, used, secret } => f
+                .debug_struct("Done")
+                .field("bytes", &text.len())
+                .field("used", used)
+                .field("secret", secret)
+                .finish(),
+            Rendering::Missing(inputs) => f.debug_tuple("Missing").field(inputs).finish(),
+            Rendering::Failed(failed) => f.debug_tuple("Failed").field(failed).finish(),
+        }
+    }
 }
 
 /// Why a render failed: a message naming the template, line and path, and the error whose
@@ -138,13 +152,18 @@ impl Templates {
     /// Reads and compiles templates given as (NAME, FILE). An unreadable file or a syntax error
     /// is an error naming the template, the file and the line.
     pub fn load(files: &[(String, PathBuf)]) -> Result<Templates, String> {
-        let mut env = environment();
-        for (name, file) in files {
+        for (i, (name, _)) in files.iter().enumerate() {
             if !is_template_name(name) {
                 return Err(format!(
                     "template name '{name}' is not valid: use letters, digits, '_', '.' and '-'"
                 ));
             }
+            if files[..i].iter().any(|(n, _)| n == name) {
+                return Err(format!("template {name} is given twice"));
+            }
+        }
+        let mut env = environment();
+        for (name, file) in files {
             let source = std::fs::read_to_string(file)
                 .map_err(|e| format!("template {name}: cannot read {}: {e}", file.display()))?;
             env.add_template_owned(name.clone(), source)
@@ -309,7 +328,8 @@ fn read(state: &State, path: &str, default: Option<Value>, objects: bool) -> Res
     };
     let (rel, selector) = parse_path(&scope.source, path, true).map_err(|why| {
         fail(
-            format!("{what} '{path}': {why}"),
+            // The argument is not echoed: a template could compute it from a value.
+            format!("{what}(): the path given is {why}"),
             crate::error::Error::Render,
         )
     })?;
@@ -318,7 +338,10 @@ fn read(state: &State, path: &str, default: Option<Value>, objects: bool) -> Res
         selector,
     };
     match scope.get(input) {
-        Ok(Some(Resolved::Param(leaf))) => Ok(leaf_value(&leaf, objects)),
+        Ok(Some(Resolved::Param(leaf))) => match leaf.unusable() {
+            None => Ok(leaf_value(&leaf, objects)),
+            Some(why) => Err(fail(format!("{what} {why}"), unusable_error(&leaf))),
+        },
         Ok(Some(Resolved::Dir(_))) => unreachable!("a parameter input resolves to a parameter"),
         // Missing: the render is done again once it is resolved.
         Ok(None) => Ok(Value::from("")),
@@ -342,12 +365,21 @@ fn read_dir(state: &State, path: &str) -> Result<Value, Error> {
     };
     let (rel, _) = parse_path(&scope.source, path, false).map_err(|why| {
         fail(
-            format!("directory '{path}': {why}"),
+            format!("dir(): the path given is {why}"),
             crate::error::Error::Render,
         )
     })?;
     match scope.get(Input::Dir(rel)) {
-        Ok(Some(Resolved::Dir(leaves))) => Ok(from_json(tree_value(&leaves))),
+        Ok(Some(Resolved::Dir(leaves))) => match tree_value(&leaves) {
+            Ok(v) => Ok(from_json(v)),
+            Err(why) => {
+                let error = leaves
+                    .iter()
+                    .find(|l| l.unusable().is_some())
+                    .map_or(crate::error::Error::Render, unusable_error);
+                Err(fail(format!("directory {path}: {why}"), error))
+            }
+        },
         Ok(Some(Resolved::Param(_))) => unreachable!("a directory input resolves to a directory"),
         Ok(None) => Ok(Value::from_iter(Vec::<Value>::new())),
         Err(crate::error::Error::NotFound) => Err(fail(
@@ -355,6 +387,16 @@ fn read_dir(state: &State, path: &str) -> Result<Value, Error> {
             crate::error::Error::Render,
         )),
         Err(e) => Err(fail(format!("directory {path}: {e}"), e)),
+    }
+}
+
+/// The error a file reads when a value it needs cannot be rendered.
+pub fn unusable_error(leaf: &Leaf) -> crate::error::Error {
+    match &leaf.unreadable {
+        Some(code) => {
+            crate::error::Error::Backend(crate::backend::BackendError::AccessDenied(code.clone()))
+        }
+        None => crate::error::Error::Render,
     }
 }
 

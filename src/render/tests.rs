@@ -14,6 +14,7 @@ fn leaf(path: &str, value: &str) -> Leaf {
         secret_value: false,
         derived: false,
         secret: false,
+        unreadable: None,
     }
 }
 
@@ -32,7 +33,11 @@ fn env_quotes_each_value_the_way_every_reader_agrees_on() {
     );
     assert_eq!(q("it's"), Some("\"it's\"".into()));
     assert_eq!(q(r"a\\b"), Some(r#""a\\\\b""#.into()));
-    assert_eq!(q(r"ends\"), Some(r#""ends\\""#.into()));
+    assert_eq!(
+        q(r"ends\"),
+        None,
+        "older parsers take \\' or \\\" at the end as escaped"
+    );
     assert_eq!(q(r#"it's "x" \n"#), Some(r#""it's \"x\" \\n""#.into()));
     assert_eq!(
         q("it's $5"),
@@ -69,6 +74,24 @@ fn env_lines_string_lists_and_left_outs() {
         "DB_USER='app'\nHOSTS='a,b'\n# left out: x-y, x.y all make X_Y\n"
     );
     assert_eq!(env.left_out.len(), 1);
+    let mut refused = leaf("pw", "");
+    refused.unreadable = Some("AccessDeniedException".into());
+    let binary = Leaf {
+        content: Content::from(vec![0xff, 0xfe]),
+        ..leaf("bin", "")
+    };
+    let env = env::render(&[refused.clone(), binary.clone(), leaf("ok", "1")]);
+    assert_eq!(
+        String::from_utf8(env.text).unwrap(),
+        "OK='1'\n\
+         # left out: bin (BIN): its value is not UTF-8 text\n\
+         # left out: pw (PW): AWS refused to return it (AccessDeniedException)\n"
+    );
+    assert!(
+        tree_value(&[refused]).is_err(),
+        "never an empty value in its place"
+    );
+    assert!(tree_value(&[binary]).is_err());
 }
 
 #[test]
@@ -89,7 +112,8 @@ fn tree_values_nest_directories_and_parse_json_secrets() {
         key,
         not_json,
         leaf("up/x/y", "deep"),
-    ]);
+    ])
+    .unwrap();
     assert_eq!(
         v,
         serde_json::json!({
@@ -98,7 +122,7 @@ fn tree_values_nest_directories_and_parse_json_secrets() {
             "up": {"": "own", "hosts": ["a", "b"], "x": {"y": "deep"}},
         })
     );
-    assert_eq!(tree_value(&[]), serde_json::json!({}));
+    assert_eq!(tree_value(&[]).unwrap(), serde_json::json!({}));
 }
 
 #[test]
@@ -155,6 +179,8 @@ fn a_syntax_error_names_the_file_and_line() {
     assert!(load("x").is_ok());
     let err = Templates::load(&[("a/b".into(), "/nonexistent".into())]).unwrap_err();
     assert!(err.contains("not valid"), "{err}");
+    let err = Templates::load(&[("a".into(), "/x".into()), ("a".into(), "/y".into())]).unwrap_err();
+    assert_eq!(err, "template a is given twice");
 }
 
 #[test]
@@ -246,4 +272,13 @@ fn filters_quote_for_their_format() {
 ' a&apos;b&quot;c\d&lt;&amp;&gt;
  ["x y","z"] 'x y' 'z' { "k" = "v" }"#
     );
+}
+
+#[test]
+fn yaml_and_toml_escape_what_their_readers_refuse() {
+    let t = load("{{ v|yaml }} {{ v|toml }}").unwrap();
+    let out = t
+        .render_with("t", minijinja::context! { v => "a\u{7f}b\u{85}c\u{2028}d" })
+        .unwrap();
+    assert_eq!(out, r#""a\u007fb\u0085c\u2028d" "a\u007fb\u0085c\u2028d""#);
 }

@@ -279,3 +279,95 @@ async fn a_rendered_file_is_kept_no_longer_than_what_it_reads() {
     let name = resolve(&fs, "name").await.unwrap();
     assert!(name.ttl > Duration::from_secs(60), "{:?}", name.ttl);
 }
+
+#[tokio::test]
+async fn a_parameter_read_with_a_default_is_followed_until_it_exists() {
+    let b = sample();
+    let (_d, t) = templates(&[("t", "{{ param('name') }} {{ param('later', 'none') }}")]);
+    let fs = started(&b, "/app", Duration::from_secs(60)).await;
+    fs.set_templates(t);
+    let rec = Recorder::default();
+    fs.set_invalidator(Box::new(rec.clone()));
+    assert_eq!(text(cat(&fs, ".templates/t").await), "demo none");
+    b.put("/app/later", Str, "here");
+    fs.refresh("").await.unwrap();
+    let news = rec.news();
+    assert!(
+        news.contains(&("changed", ".templates/t".to_string())),
+        "{news:?}"
+    );
+    assert_eq!(text(cat(&fs, ".templates/t").await), "demo here");
+    // Also when it is learned by a lookup after the max age, not a refresh.
+    b.delete("/app/later");
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert_eq!(text(cat(&fs, ".templates/t").await), "demo none");
+}
+
+#[tokio::test]
+async fn a_failed_render_mended_by_a_change_is_news() {
+    let b = sample();
+    let (_d, t) = templates(&[("t", "{{ param('db/nope') }}")]);
+    let fs = started(&b, "/app", LONG).await;
+    fs.set_templates(t);
+    let rec = Recorder::default();
+    fs.set_invalidator(Box::new(rec.clone()));
+    assert_eq!(cat(&fs, ".templates/t").await.unwrap_err(), Error::Render);
+    b.put("/app/db/nope", Str, "here");
+    fs.refresh("").await.unwrap();
+    let mut news = rec.news();
+    news.sort();
+    assert_eq!(
+        news,
+        [
+            ("added", "db/nope".to_string()),
+            ("changed", ".templates/t".to_string())
+        ]
+    );
+    // The announcer's lookup finds the stand-in it can act on; readers get the render.
+    let tpl = resolve(&fs, ".templates").await.unwrap().attr.ino;
+    let held = fs.lookup_held(tpl, OsStr::new("t")).unwrap();
+    assert_eq!((held.attr.size, held.ttl), (0, Duration::ZERO));
+    assert_eq!(text(cat(&fs, ".templates/t").await), "here");
+}
+
+#[tokio::test]
+async fn a_stale_subdirectory_is_swept_alone() {
+    let b = sample();
+    for i in 0..200 {
+        b.put(&format!("/app/other/x{i:03}"), Str, "x");
+    }
+    let mut cfg = config("/app", LONG);
+    cfg.max_age_for = vec![("db".to_string(), Duration::from_secs(30))];
+    let fs = started_with(&b, cfg).await;
+    cat(&fs, ".env").await.unwrap();
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(31)).await;
+    let before = b.total_calls();
+    cat(&fs, ".env").await.unwrap();
+    assert_eq!(b.total_calls() - before, 1, "db alone, not the 200 others");
+}
+
+#[tokio::test]
+async fn unreadable_values_are_never_rendered_empty() {
+    let b = sample();
+    let fs = started(&b, "/app", LONG).await;
+    // A value AWS refused, as a listing shows it.
+    {
+        let mut core = fs.core.lock().unwrap();
+        let mut p = crate::backend::Param::test("/app/db/key", "", 1);
+        p.unreadable = Some("AccessDeniedException".into());
+        core.tree
+            .apply_seen(vec![p], &fs.config.source, Instant::now());
+    }
+    let env = text(cat(&fs, "db/.env").await);
+    assert!(
+        env.contains("# left out: key (KEY): AWS refused to return it (AccessDeniedException)"),
+        "{env}"
+    );
+    assert!(!env.contains("KEY=''"), "{env}");
+    assert!(matches!(
+        cat(&fs, "db/.json").await.unwrap_err(),
+        Error::Backend(crate::backend::BackendError::AccessDenied(_))
+    ));
+}
