@@ -497,3 +497,37 @@ fn secrets_render_as_their_parsed_objects() {
         0o400
     );
 }
+
+#[test]
+fn sighup_reads_template_files_again() {
+    let moto = Moto::start();
+    moto.put("/app/name", "String", "demo");
+    let files = tempfile::tempdir().unwrap();
+    let t = write(files.path(), "t.j2", "one {{ param('name') }}\n");
+    let m = Mount::start(
+        &moto,
+        "/app",
+        &["--template", &format!("t={}", t.display())],
+    );
+    assert_eq!(m.read_str(".templates/t"), "one demo\n");
+    let mut watch = Watch::start(&["-e", "modify"], &[&m.path(".templates")]);
+    std::fs::write(&t, "two {{ param('name') }}\n").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(m.pid()),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let shown = m.path(".templates/t").display().to_string();
+    watch.expect(&["MODIFY", &shown]);
+    assert_eq!(m.read_str(".templates/t"), "two demo\n");
+    // A template that no longer compiles keeps the loaded one, with a warning.
+    std::fs::write(&t, "{% if %}").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(m.pid()),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let log = m.log_with("templates not reloaded");
+    assert!(log.contains("line 1: syntax error"), "{log}");
+    assert_eq!(m.read_str(".templates/t"), "two demo\n");
+}
