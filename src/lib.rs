@@ -10,6 +10,7 @@ pub mod batch;
 pub mod capped;
 pub mod content;
 pub mod error;
+pub mod events;
 pub mod filter;
 pub mod flight;
 pub mod fs;

@@ -32,9 +32,35 @@ pub struct Stats {
     pub on_change_runs: AtomicU64,
     pub on_change_failures: AtomicU64,
     pub on_change_timeouts: AtomicU64,
+    /// Change events (`--events-queue`): messages received; changes applied; messages of no
+    /// concern to this mount; messages that are not events.
+    pub events_received: AtomicU64,
+    pub events_applied: AtomicU64,
+    pub events_ignored: AtomicU64,
+    pub events_unparseable: AtomicU64,
+    /// When a receive from the queue last succeeded, in milliseconds after `origin` (0: never).
+    events_last_receive: AtomicU64,
+    origin: Origin,
     /// Failed requests from the kernel, by operation and errno (indices into `OPERATIONS` and
     /// `ERRNOS`).
     request_errors: [[AtomicU64; ERRNOS.len()]; OPERATIONS.len()],
+}
+
+/// When the figures began: the instant other instants are counted from.
+struct Origin(Instant);
+
+impl Default for Origin {
+    fn default() -> Self {
+        Origin(Instant::now())
+    }
+}
+
+/// The change events' figures: received, applied, ignored, unparseable, seconds since the last
+/// receive, and whether they flow (else the mount polls at its max age).
+struct EventFigures {
+    counts: [u64; 4],
+    since_receive: Option<f64>,
+    flowing: bool,
 }
 
 /// The kernel's requests whose failures are counted; `modify` is every request that would
@@ -82,6 +108,8 @@ pub struct Figures {
     announced: u64,
     /// `--on-change` runs, failures, timeouts.
     on_change: [u64; 3],
+    /// `None` when the mount receives no events.
+    events: Option<EventFigures>,
     since_last_good: Option<f64>,
     /// Operation, errno name, failed requests (only those that failed at least once).
     request_errors: Vec<(&'static str, &'static str, u64)>,
@@ -114,8 +142,35 @@ impl Stats {
         Stats::bump(&self.request_errors[op][errno]);
     }
 
-    pub fn figures(&self, last_good: Option<Instant>, groups: &[Group]) -> Figures {
+    /// Records a successful receive from the events queue.
+    pub fn events_received_now(&self) {
+        let ms = self.origin.0.elapsed().as_millis().max(1);
+        self.events_last_receive
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// The figures now. `events`: whether change events flow, `None` without events.
+    pub fn figures(
+        &self,
+        last_good: Option<Instant>,
+        groups: &[Group],
+        events: Option<bool>,
+    ) -> Figures {
+        let last_receive = self.events_last_receive.load(Relaxed);
         Figures {
+            events: events.map(|flowing| EventFigures {
+                counts: [
+                    self.events_received.load(Relaxed),
+                    self.events_applied.load(Relaxed),
+                    self.events_ignored.load(Relaxed),
+                    self.events_unparseable.load(Relaxed),
+                ],
+                since_receive: (last_receive > 0).then(|| {
+                    let at = self.origin.0 + std::time::Duration::from_millis(last_receive);
+                    at.elapsed().as_secs_f64()
+                }),
+                flowing,
+            }),
             calls: self.calls.snapshot(),
             errors: self.errors.load(Relaxed),
             throttles: self.calls.throttles(),
@@ -177,7 +232,7 @@ impl Figures {
                 .or_insert_with(|| serde_json::json!({}));
             by_errno[*errno] = (*n).into();
         }
-        let doc = serde_json::json!({
+        let mut doc = serde_json::json!({
             "api_calls": calls,
             "api_errors": self.errors,
             "throttles": self.throttles,
@@ -195,6 +250,16 @@ impl Figures {
             "request_errors": request_errors,
             "groups": groups,
         });
+        if let Some(e) = &self.events {
+            doc["events"] = serde_json::json!({
+                "mode": if e.flowing { "events" } else { "polling" },
+                "received": e.counts[0],
+                "applied": e.counts[1],
+                "ignored": e.counts[2],
+                "unparseable": e.counts[3],
+                "seconds_since_receive": e.since_receive,
+            });
+        }
         let mut out = serde_json::to_vec_pretty(&doc).expect("plain JSON");
         out.push(b'\n');
         out
@@ -271,6 +336,41 @@ impl Figures {
         ] {
             counter(&mut registry, name, help, n);
         }
+        if let Some(e) = &self.events {
+            for (i, (name, help)) in [
+                ("events_received", "Messages received from the events queue"),
+                ("events_applied", "Changes told by events and applied"),
+                (
+                    "events_ignored",
+                    "Event messages of no concern to this mount",
+                ),
+                (
+                    "events_unparseable",
+                    "Messages on the events queue that are not events",
+                ),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                counter(&mut registry, name, help, e.counts[i]);
+            }
+            let flowing = Gauge::<i64>::default();
+            flowing.set(i64::from(e.flowing));
+            registry.register(
+                "events_flowing",
+                "1 while change events flow, 0 while the mount polls at its max age",
+                flowing,
+            );
+            if let Some(age) = e.since_receive {
+                let g = Gauge::<f64, AtomicU64>::default();
+                g.set(age);
+                registry.register(
+                    "events_seconds_since_receive",
+                    "Seconds since a receive from the events queue last succeeded",
+                    g,
+                );
+            }
+        }
         let request_errors = Family::<Vec<(String, String)>, Counter>::default();
         for (op, errno, n) in &self.request_errors {
             let labels = vec![
@@ -340,7 +440,9 @@ mod tests {
             refreshed_at: Instant::now(),
             parameters: 3,
         }];
-        let figures = stats.figures(Some(Instant::now()), &groups);
+        Stats::bump(&stats.events_applied);
+        stats.events_received_now();
+        let figures = stats.figures(Some(Instant::now()), &groups, Some(true));
 
         let json: serde_json::Value = serde_json::from_slice(&figures.to_json()).unwrap();
         assert_eq!(json["api_calls"]["GetParametersByPath"], 2);
@@ -349,6 +451,9 @@ mod tests {
         assert_eq!(json["request_errors"]["modify"]["EROFS"], 1);
         assert_eq!(json["request_errors"]["read"]["other"], 1);
         assert_eq!(json["groups"]["/app \"x\""]["parameters"], 3);
+        assert_eq!(json["events"]["mode"], "events");
+        assert_eq!(json["events"]["applied"], 1);
+        assert!(json["events"]["seconds_since_receive"].as_f64().unwrap() < 60.0);
         assert!(
             json["groups"]["/app \"x\""]["seconds_since_refresh"]
                 .as_f64()
@@ -362,6 +467,8 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("ssmfs_cache_hits_total 1\n"), "{text}");
+        assert!(text.contains("ssmfs_events_applied_total 1\n"), "{text}");
+        assert!(text.contains("ssmfs_events_flowing 1\n"), "{text}");
         assert!(
             text.contains("ssmfs_request_errors_total{operation=\"lookup\",errno=\"ENOENT\"} 2\n"),
             "{text}"

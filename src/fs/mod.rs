@@ -14,6 +14,7 @@
 //! - [`control`]: the control files `.refresh` and `.stats`;
 //! - [`rendered`]: `.env`, `.json` and `.templates/NAME`, rendered from what the tree holds;
 //! - `poll`: refreshes each group at its max age, read or not (`--poll`);
+//! - [`events`]: applies changes told by events (`--events-queue`);
 //! - [`announce`]: how the requests of the thread that raises inotify events are answered.
 //!
 //! Promises:
@@ -45,6 +46,7 @@ use crate::stats::{Figures, Group, Stats};
 
 pub mod announce;
 pub mod control;
+pub mod events;
 pub mod inodes;
 pub mod listing;
 pub mod plan;
@@ -85,6 +87,52 @@ pub struct Config {
     pub secret_mode: u16,
     pub uid: u32,
     pub gid: u32,
+    /// Change events (`--events-queue`): while they flow, what is held stays fresh longer.
+    pub events: EventsAge,
+}
+
+/// The max age while change events flow: events tell of each change, so what is held stays
+/// good until the next safety sweep (`--events-max-age`), whatever `--max-age` says. When they
+/// stop flowing, the mount's own max ages apply again at once.
+#[derive(Clone)]
+pub struct EventsAge {
+    /// `None`: this mount receives no events.
+    pub max_age: Option<Duration>,
+    flowing: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for EventsAge {
+    fn default() -> Self {
+        EventsAge {
+            max_age: None,
+            flowing: Arc::new(tokio::sync::watch::Sender::new(false)),
+        }
+    }
+}
+
+impl EventsAge {
+    pub fn new(max_age: Duration) -> EventsAge {
+        EventsAge {
+            max_age: Some(max_age),
+            ..Default::default()
+        }
+    }
+
+    /// Whether events flow now (receives succeed).
+    pub fn flowing(&self) -> bool {
+        self.max_age.is_some() && *self.flowing.borrow()
+    }
+
+    /// Says whether events flow; true when that changed.
+    pub fn set_flowing(&self, yes: bool) -> bool {
+        self.flowing
+            .send_if_modified(|now| std::mem::replace(now, yes) != yes)
+    }
+
+    /// Wakes when events start or stop flowing.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.flowing.subscribe()
+    }
 }
 
 /// The longest window before expiry in which names are refreshed ahead: long enough for a
@@ -98,13 +146,19 @@ impl Config {
         (self.max_age_of(dir) / 5).min(MAX_AHEAD)
     }
 
-    /// The max age that applies in a directory: that of the deepest override containing it.
+    /// The max age that applies in a directory: that of the deepest override containing it,
+    /// or the events' while they flow, if longer.
     pub fn max_age_of(&self, dir: &str) -> Duration {
-        self.max_age_for
+        let age = self
+            .max_age_for
             .iter()
             .filter(|(path, _)| tree::in_subtree(path, dir))
             .max_by_key(|(path, _)| path.len())
-            .map_or(self.max_age, |(_, age)| *age)
+            .map_or(self.max_age, |(_, age)| *age);
+        match self.events.max_age {
+            Some(events) if self.events.flowing() => age.max(events),
+            _ => age,
+        }
     }
 }
 
@@ -303,7 +357,12 @@ impl<B: Backend> Fs<B> {
                 parameters,
             })
             .collect();
-        self.stats.figures(last_good, &groups)
+        let events = self
+            .config
+            .events
+            .max_age
+            .map(|_| self.config.events.flowing());
+        self.stats.figures(last_good, &groups, events)
     }
 
     pub fn set_invalidator(&self, inv: Box<dyn Invalidator>) {

@@ -9,7 +9,10 @@
 //!   so that hosts started together do not poll together; a listing that readers caused (or
 //!   `.refresh`) counts, and a sweep already under way is joined, not repeated;
 //! - no call is tried while AWS is being left alone after a failure; a failed sweep is tried
-//!   again at the next turn, and the held values stay.
+//!   again at the next turn, and the held values stay;
+//! - while change events flow, the max age is the events' (the safety sweep), and the first
+//!   sweep after they start is spread uniformly over the whole of it, so that a fleet started
+//!   together does not sweep together; when they stop, the mount's max ages apply at once.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -34,24 +37,36 @@ impl<B: Backend> Fs<B> {
         }
         let polls: Vec<_> = groups
             .into_iter()
-            .map(|dir| {
-                let max_age = self.config.max_age_of(&dir);
-                tokio::spawn(self.clone().poll_group(dir, max_age))
-            })
+            .map(|dir| tokio::spawn(self.clone().poll_group(dir)))
             .collect();
         for poll in polls {
             let _ = poll.await;
         }
     }
 
-    async fn poll_group(self: Arc<Self>, dir: String, max_age: Duration) {
+    async fn poll_group(self: Arc<Self>, dir: String) {
         // The last sweep this poll tried: a failed one waits a max age too.
         let mut tried = Instant::now();
+        let mut events = self.config.events.watch();
+        let mut flowing = false;
         loop {
             let last = self.last_refreshed(&dir).map_or(tried, |at| at.max(tried));
-            // Uniformly in the last fifth of the max age.
-            let due = last + (max_age.mul_f64(0.8 + 0.2 * fastrand::f64())).max(MIN_PAUSE);
-            tokio::time::sleep_until(due).await;
+            let max_age = self.config.max_age_of(&dir);
+            // Uniformly in the last fifth of the max age; over all of it for the first safety
+            // sweep once events flow.
+            let started = self.config.events.flowing() && !flowing;
+            flowing = self.config.events.flowing();
+            let spread = if started {
+                fastrand::f64()
+            } else {
+                0.8 + 0.2 * fastrand::f64()
+            };
+            let due = last + max_age.mul_f64(spread).max(MIN_PAUSE);
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => {}
+                // Events started or stopped: the max age changed.
+                Ok(()) = events.changed() => continue,
+            }
             if self.last_refreshed(&dir).is_some_and(|at| at > last) {
                 // Swept meanwhile (a reader, `.refresh`): the next poll is due after that.
                 continue;

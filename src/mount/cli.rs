@@ -169,6 +169,35 @@ pub struct Cli {
     )]
     pub on_change_timeout: u64,
 
+    /// Apply change events from this SQS queue (an EventBridge rule's target, or a queue
+    /// subscribed to an SNS topic the rule feeds): each changed parameter or secret is fetched
+    /// anew, and while receives succeed what is held stays fresh for --events-max-age, so
+    /// calls follow changes instead of the max age. When receiving fails, --max-age applies.
+    #[arg(long, value_name = "URL", help_heading = "Change events")]
+    pub events_queue: Option<String>,
+
+    /// Seconds between safety sweeps while events flow (EventBridge delivers on a best-effort
+    /// basis). Choose it by fleet size: each host sweeps its tree once per this.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 3600,
+        value_parser = parse_limit,
+        help_heading = "Change events"
+    )]
+    pub events_max_age: u64,
+
+    /// After an event, wait a random delay of up to SECONDS, then fetch every name changed
+    /// meanwhile together (ten a call): a large fleet trades latency for API quota.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 0,
+        value_parser = parse_seconds,
+        help_heading = "Change events"
+    )]
+    pub events_delay: u64,
+
     /// Show the Jinja template FILE, rendered from the mount's values, as .templates/NAME
     /// (looked up, never listed), rendered again when what it reads changes. Repeatable.
     /// Template files are read again on SIGHUP; a syntax error fails the mount.

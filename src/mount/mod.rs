@@ -13,6 +13,7 @@ pub mod announce;
 pub mod cli;
 pub mod daemon;
 pub mod devfuse;
+pub mod events;
 pub mod on_change;
 
 use std::io::IsTerminal;
@@ -195,6 +196,10 @@ fn run(cli: &Cli, readiness: &mut Readiness) -> Result<(), String> {
         secret_mode: cli.file_mode.0,
         uid: cli.uid.unwrap_or_else(|| nix::unistd::getuid().as_raw()),
         gid: cli.gid.unwrap_or_else(|| nix::unistd::getgid().as_raw()),
+        events: match &cli.events_queue {
+            Some(_) => crate::fs::EventsAge::new(Duration::from_secs(cli.events_max_age)),
+            None => Default::default(),
+        },
     };
     if source.dialect == Dialect::SecretsManager && (!cli.filter.is_empty() || cli.no_decrypt) {
         return Err(
@@ -297,8 +302,24 @@ fn serve<B: Backend>(
         .map_err(|e| format!("cannot start the FUSE thread: {e}"))?;
     let listeners = listeners(cli, &fs, &fsname, rt.handle());
     fs.set_invalidator(Box::new(KernelInvalidator::spawn(notifier, listeners)));
-    if cli.poll || !cli.on_change.is_empty() {
+    // Events need the safety sweep: EventBridge delivers on a best-effort basis.
+    if cli.poll || !cli.on_change.is_empty() || cli.events_queue.is_some() {
         rt.spawn(fs.clone().poll());
+    }
+    if let Some(queue) = &cli.events_queue {
+        // A receive waits up to 20 s for messages: its attempts may take that long and more.
+        let client = aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(sdk)
+                .timeout_config(
+                    TimeoutConfig::builder()
+                        .connect_timeout(CONNECT_TIMEOUT)
+                        .operation_attempt_timeout(events::RECEIVE_TIMEOUT)
+                        .build(),
+                )
+                .build(),
+        );
+        let delay = Duration::from_secs(cli.events_delay);
+        rt.spawn(events::run(fs.clone(), client, queue.clone(), delay));
     }
     // Handlers are in place before readiness is reported, so that a signal sent as soon as the
     // mount is live unmounts (or refreshes) instead of killing the process.

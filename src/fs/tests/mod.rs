@@ -21,6 +21,7 @@ fn config(source: &str, max_age: Duration) -> Config {
         secret_mode: 0o400,
         uid: 1000,
         gid: 1000,
+        events: Default::default(),
     }
 }
 

@@ -299,3 +299,55 @@ async fn a_listing_of_files_alone_does_not_stand_for_a_poll_of_the_subtree() {
         "the poll swept the subtree"
     );
 }
+
+#[tokio::test]
+async fn changes_told_by_events_are_fetched_together_and_are_news() {
+    let b = sample();
+    let mut cfg = config("/app", Duration::from_secs(60));
+    cfg.events = EventsAge::new(LONG);
+    let fs = started_with(&b, cfg).await;
+    let rec = Recorder::default();
+    fs.set_invalidator(Box::new(rec.clone()));
+    assert_eq!(
+        fs.config.max_age_of("db"),
+        Duration::from_secs(60),
+        "not flowing yet"
+    );
+    assert!(fs.events().set_flowing(true));
+    assert_eq!(fs.config.max_age_of("db"), LONG);
+    cat(&fs, "db/password").await.unwrap();
+    cat(&fs, "name").await.unwrap();
+    b.put("/app/db/password", SecureString, "rotated");
+    b.put("/app/name", Str, "renamed");
+    b.put("/app/new", Str, "x");
+    let before = b.total_calls();
+    let paths =
+        [("db/password", false), ("name", false), ("new", false)].map(|(p, l)| (p.to_string(), l));
+    fs.apply_changes(&paths).await.unwrap();
+    assert_eq!(
+        b.total_calls() - before,
+        1,
+        "one GetParameters call for three names"
+    );
+    let mut got = rec.news();
+    got.sort();
+    assert_eq!(
+        got,
+        news(&[
+            ("added", "new"),
+            ("changed", "db/password"),
+            ("changed", "name")
+        ])
+    );
+    assert_eq!(
+        fs.event_path(crate::names::Dialect::Ssm, "/app/db/x"),
+        Some("db/x".into())
+    );
+    assert_eq!(fs.event_path(crate::names::Dialect::Ssm, "/other/x"), None);
+    assert_eq!(
+        fs.event_path(crate::names::Dialect::SecretsManager, "/app/x"),
+        None
+    );
+    assert!(fs.events().set_flowing(false));
+    assert_eq!(fs.config.max_age_of("db"), Duration::from_secs(60));
+}

@@ -257,12 +257,21 @@ impl Tree {
     /// Forgets what labels and missing selectors at or below `top` resolved to, so that they are
     /// asked again (a forced refresh); pinned versions stay, as they cannot change.
     pub fn forget_selectors(&mut self, top: &str, at: Instant) -> Vec<Change> {
+        self.forget_selectors_where(at, |path| in_subtree(top, split(path).0))
+    }
+
+    /// Forgets what the labels of the parameter at `path` resolved to, as a forced refresh does
+    /// for a subtree (an event said they moved).
+    pub fn forget_labels_of(&mut self, path: &str, at: Instant) -> Vec<Change> {
+        self.forget_selectors_where(at, |p| p == path)
+    }
+
+    fn forget_selectors_where(&mut self, at: Instant, of: impl Fn(&str) -> bool) -> Vec<Change> {
         if self.selectors_floor.is_none_or(|t| t < at) {
             self.selectors_floor = Some(at);
         }
         let which = |path: &String, sel: &str, version: &Option<String>| {
-            in_subtree(top, split(path).0)
-                && (version.is_none() || !sel.starts_with(|c: char| c.is_ascii_digit()))
+            of(path) && (version.is_none() || !sel.starts_with(|c: char| c.is_ascii_digit()))
         };
         let mut changes = Vec::new();
         for (key, version) in self.drop_selectors(which, &mut changes) {
