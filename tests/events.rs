@@ -262,3 +262,104 @@ fn while_events_flow_reads_past_the_max_age_cost_nothing() {
         "events flow: the safety sweep's max age applies"
     );
 }
+
+#[test]
+fn events_topic_makes_a_queue_of_its_own_and_removes_it_on_a_clean_stop() {
+    let moto = Moto::start();
+    moto.put("/app/a", "String", "one");
+    let topic = aws(
+        &moto,
+        "print(sns.create_topic(Name='ssm-changes')['TopicArn'])\n",
+    );
+    let mut m = Mount::start(
+        &moto,
+        "/app",
+        &["--max-age", "3600", "--events-topic", &topic],
+    );
+    wait_flowing(&m);
+    let queues = aws(
+        &moto,
+        "print(' '.join(sqs.list_queues().get('QueueUrls', [])))\n",
+    );
+    assert!(queues.contains("/ssmfs-"), "{queues}");
+    let raw = aws(
+        &moto,
+        &format!(
+            "s = sns.list_subscriptions_by_topic(TopicArn='{topic}')['Subscriptions']\n\
+             print(len(s), sns.get_subscription_attributes(SubscriptionArn=s[0]['SubscriptionArn'])\
+             ['Attributes'].get('RawMessageDelivery'))\n"
+        ),
+    );
+    assert_eq!(raw, "1 true");
+    assert_eq!(m.read_str("a"), "one");
+    moto.put("/app/a", "String", "two");
+    let mut watch = Watch::start(&["-e", "close_write"], &[&m.path("")]);
+    aws(
+        &moto,
+        &format!(
+            "sns.publish(TopicArn='{topic}', Message=json.dumps({{'source': 'aws.ssm', \
+             'detail-type': 'Parameter Store Change', 'detail': {{'operation': 'Update', 'name': '/app/a'}}}}))\n"
+        ),
+    );
+    watch.expect(&["CLOSE_WRITE,CLOSE", &m.path("a").display().to_string()]);
+    assert_eq!(m.read_str("a"), "two");
+    assert!(m.stop_with(libc::SIGTERM).success());
+    let left = aws(
+        &moto,
+        &format!(
+            "print(len(sqs.list_queues().get('QueueUrls', [])), \
+             len(sns.list_subscriptions_by_topic(TopicArn='{topic}')['Subscriptions']))\n"
+        ),
+    );
+    assert_eq!(left, "0 0", "the queue and its subscription are gone");
+}
+
+#[test]
+fn a_secret_changed_through_cloudtrail_is_fetched_with_its_keys() {
+    let moto = Moto::start();
+    let c = moto.secrets_client();
+    common::rt()
+        .block_on(
+            c.create_secret()
+                .name("prod/db")
+                .secret_string(r#"{"user":"app","password":"one"}"#)
+                .send(),
+        )
+        .unwrap();
+    let queue = aws(
+        &moto,
+        "print(sqs.create_queue(QueueName='sm')['QueueUrl'])\n",
+    );
+    let m = Mount::start(
+        &moto,
+        "secretsmanager:prod/",
+        &["--max-age", "3600", "--events-queue", &queue],
+    );
+    wait_flowing(&m);
+    assert_eq!(m.read_str("db/password"), "one");
+    common::rt()
+        .block_on(
+            c.put_secret_value()
+                .secret_id("prod/db")
+                .secret_string(r#"{"user":"app","password":"two"}"#)
+                .send(),
+        )
+        .unwrap();
+    let mut watch = Watch::start(&["-e", "close_write"], &[&m.path("db")]);
+    // As EventBridge delivers a CloudTrail record of the call, by the secret's ARN.
+    aws(
+        &moto,
+        &format!(
+            "arn = 'arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf'\n\
+             sqs.send_message(QueueUrl='{queue}', MessageBody=json.dumps({{'source': 'aws.secretsmanager', \
+             'detail-type': 'AWS API Call via CloudTrail', 'detail': {{'eventSource': 'secretsmanager.amazonaws.com', \
+             'eventName': 'PutSecretValue', 'requestParameters': {{'secretId': arn}}}}}}))\n"
+        ),
+    );
+    watch.expect(&[
+        "CLOSE_WRITE,CLOSE",
+        &m.path("db/password").display().to_string(),
+    ]);
+    assert_eq!(m.read_str("db/password"), "two");
+    assert_eq!(m.stats()["events"]["applied"], 1);
+}

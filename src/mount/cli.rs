@@ -176,6 +176,17 @@ pub struct Cli {
     #[arg(long, value_name = "URL", help_heading = "Change events")]
     pub events_queue: Option<String>,
 
+    /// Make this host's own queue, subscribed to this SNS topic (which an EventBridge rule
+    /// feeds), and apply change events from it as --events-queue does. The queue is named
+    /// after the host and the mount, so a restart reuses it; a clean stop removes it.
+    #[arg(
+        long,
+        value_name = "SNS_TOPIC_ARN",
+        conflicts_with = "events_queue",
+        help_heading = "Change events"
+    )]
+    pub events_topic: Option<String>,
+
     /// Seconds between safety sweeps while events flow (EventBridge delivers on a best-effort
     /// basis). Choose it by fleet size: each host sweeps its tree once per this.
     #[arg(

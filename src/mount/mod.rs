@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod devfuse;
 pub mod events;
 pub mod on_change;
+pub mod queue;
 
 use std::io::IsTerminal;
 use std::os::unix::fs::MetadataExt;
@@ -47,6 +48,8 @@ use devfuse::MountRequest;
 /// A connection that does not open in this time fails the call (and start-up) instead of
 /// hanging a reader.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a clean stop waits to remove the queue made for --events-topic.
+const TEARDOWN: Duration = Duration::from_secs(5);
 /// One attempt of one API call; the SDK retries up to three attempts with backoff.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -196,9 +199,10 @@ fn run(cli: &Cli, readiness: &mut Readiness) -> Result<(), String> {
         secret_mode: cli.file_mode.0,
         uid: cli.uid.unwrap_or_else(|| nix::unistd::getuid().as_raw()),
         gid: cli.gid.unwrap_or_else(|| nix::unistd::getgid().as_raw()),
-        events: match &cli.events_queue {
-            Some(_) => crate::fs::EventsAge::new(Duration::from_secs(cli.events_max_age)),
-            None => Default::default(),
+        events: if cli.events_queue.is_some() || cli.events_topic.is_some() {
+            crate::fs::EventsAge::new(Duration::from_secs(cli.events_max_age))
+        } else {
+            Default::default()
         },
     };
     if source.dialect == Dialect::SecretsManager && (!cli.filter.is_empty() || cli.no_decrypt) {
@@ -303,23 +307,41 @@ fn serve<B: Backend>(
     let listeners = listeners(cli, &fs, &fsname, rt.handle());
     fs.set_invalidator(Box::new(KernelInvalidator::spawn(notifier, listeners)));
     // Events need the safety sweep: EventBridge delivers on a best-effort basis.
-    if cli.poll || !cli.on_change.is_empty() || cli.events_queue.is_some() {
+    let events_on = fs.events().max_age.is_some();
+    if cli.poll || !cli.on_change.is_empty() || events_on {
         rt.spawn(fs.clone().poll());
     }
-    if let Some(queue) = &cli.events_queue {
-        // A receive waits up to 20 s for messages: its attempts may take that long and more.
-        let client = aws_sdk_sqs::Client::from_conf(
-            aws_sdk_sqs::config::Builder::from(sdk)
-                .timeout_config(
-                    TimeoutConfig::builder()
-                        .connect_timeout(CONNECT_TIMEOUT)
-                        .operation_attempt_timeout(events::RECEIVE_TIMEOUT)
-                        .build(),
-                )
-                .build(),
-        );
+    // A receive waits up to 20 s for messages: its attempts may take that long and more.
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(sdk)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .operation_attempt_timeout(events::RECEIVE_TIMEOUT)
+                    .build(),
+            )
+            .build(),
+    );
+    let sns = aws_sdk_sns::Client::new(sdk);
+    let made = match &cli.events_topic {
+        Some(topic) => {
+            let host = nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "host".to_string());
+            let mountpoint = std::path::absolute(&cli.mountpoint).unwrap_or(cli.mountpoint.clone());
+            let name = queue::queue_name(&host, &mountpoint.to_string_lossy(), &source.to_string());
+            Some(rt.block_on(queue::make(&sqs, &sns, topic, &name))?)
+        }
+        None => None,
+    };
+    let queue_url = cli
+        .events_queue
+        .clone()
+        .or_else(|| made.as_ref().map(|m| m.url.clone()));
+    if let Some(url) = queue_url {
         let delay = Duration::from_secs(cli.events_delay);
-        rt.spawn(events::run(fs.clone(), client, queue.clone(), delay));
+        rt.spawn(events::run(fs.clone(), sqs.clone(), url, delay));
     }
     // Handlers are in place before readiness is reported, so that a signal sent as soon as the
     // mount is live unmounts (or refreshes) instead of killing the process.
@@ -368,10 +390,16 @@ fn serve<B: Backend>(
                 _ = int.recv() => break "SIGINT",
                 _ = &mut ended => {
                     info!("unmounted from outside; exiting");
+                    if let Some(made) = made {
+                        let _ = tokio::time::timeout(TEARDOWN, made.remove(&sqs, &sns)).await;
+                    }
                     return;
                 }
             }
         };
+        if let Some(made) = made {
+            let _ = tokio::time::timeout(TEARDOWN, made.remove(&sqs, &sns)).await;
+        }
         info!(signal = why, "unmounting");
         notify_stopping();
         let unmounted = match unmounter.as_mut() {
