@@ -25,6 +25,7 @@ pub mod error;
 pub mod faulty;
 mod held;
 pub mod memory;
+pub mod pace;
 pub mod secrets;
 pub mod ssm;
 
@@ -173,6 +174,8 @@ struct Pace {
     burst: std::time::Duration,
     /// The instant the schedule has reached: each call moves it on by `interval`.
     next: std::sync::Mutex<tokio::time::Instant>,
+    /// The schedule shared by the host's mounts of one account and region, when there is one.
+    host: Option<pace::HostPace>,
 }
 
 impl ApiCalls {
@@ -188,24 +191,50 @@ impl ApiCalls {
                     interval,
                     burst: interval * max_tps * BURST_SECONDS,
                     next: std::sync::Mutex::new(tokio::time::Instant::now()),
+                    host: None,
                 }
             }),
         }
     }
 
+    /// A gate as [`ApiCalls::paced`] makes, whose schedule is shared with every gate that
+    /// opens the file at `path` (the host's mounts of one account and region; see [`pace`]).
+    /// If the file cannot be opened, the gate paces alone.
+    pub fn paced_on_host(max_tps: u32, path: &std::path::Path) -> Self {
+        let mut calls = ApiCalls::paced(max_tps);
+        if let Some(pace) = &mut calls.pace {
+            match pace::HostPace::open(path, pace.interval, pace.burst) {
+                Ok(host) => pace.host = Some(host),
+                Err(err) => tracing::warn!(
+                    path = %path.display(),
+                    error = %err,
+                    "--max-tps: cannot share the pace with the host's other mounts; pacing alone"
+                ),
+            }
+        }
+        calls
+    }
+
     /// Waits for this call's slot, then counts it.
     pub async fn start(&self, op: Op) {
         if let Some(pace) = &self.pace {
-            let slot = {
-                let mut next = pace.next.lock().unwrap();
-                let now = tokio::time::Instant::now();
-                // An idle gate earns at most `burst` of credit.
-                let earliest = now.checked_sub(pace.burst).unwrap_or(now);
-                let scheduled = (*next).max(earliest) + pace.interval;
-                *next = scheduled;
-                scheduled.checked_sub(pace.burst).unwrap_or(scheduled)
-            };
-            tokio::time::sleep_until(slot).await;
+            let shared = pace
+                .host
+                .as_ref()
+                .and_then(|h| h.reserve(pace::monotonic_now()).ok());
+            match shared {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => {
+                    let slot = {
+                        let mut next = pace.next.lock().unwrap();
+                        // An idle gate starts from now: it earns at most `burst` of credit.
+                        let scheduled = (*next).max(tokio::time::Instant::now()) + pace.interval;
+                        *next = scheduled;
+                        scheduled.checked_sub(pace.burst).unwrap_or(scheduled)
+                    };
+                    tokio::time::sleep_until(slot).await;
+                }
+            }
         }
         self.count(op);
     }
@@ -376,6 +405,13 @@ mod tests {
         }
         // 300 calls at 20 a second, 100 of them free: 10 s.
         assert_eq!(start.elapsed(), std::time::Duration::from_secs(10));
+        // Idle for a minute, the gate has earned its burst back, and no more.
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        let idle = tokio::time::Instant::now();
+        for _ in 0..120 {
+            calls.start(Op::GetParameter).await;
+        }
+        assert_eq!(idle.elapsed(), std::time::Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]

@@ -219,7 +219,17 @@ fn run(cli: &Cli, readiness: &mut Readiness) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let sdk = rt.block_on(aws_config(cli))?;
-    let calls = Arc::new(ApiCalls::paced(cli.max_tps));
+    // The host's mounts of one account and region share one pace (see `backend::pace`).
+    let account = format!(
+        "{:?} {:?} {:?}",
+        sdk.region().map(|r| r.as_ref().to_string()),
+        sdk.endpoint_url(),
+        cli.profile
+    );
+    let calls = Arc::new(ApiCalls::paced_on_host(
+        cli.max_tps,
+        &crate::backend::pace::path_for(&account),
+    ));
     match source.dialect {
         Dialect::Ssm => {
             let backend = SsmBackend::new(&sdk, calls, !cli.no_decrypt, &cli.filter);
