@@ -98,7 +98,11 @@ fn event(value: &Value) -> Result<Event, Unparseable> {
                 return Ok(Event::Other);
             }
             let params = detail.get("requestParameters").ok_or(shape)?;
-            let id = field(params, "secretId")
+            // The response's ARN is whole; a secretId may be a partial ARN.
+            let id = detail
+                .get("responseElements")
+                .and_then(|r| field(r, "arn"))
+                .or_else(|| field(params, "secretId"))
                 .or_else(|| field(params, "name"))
                 .ok_or(Unparseable("a secret change without a secret"))?;
             secret(&id)

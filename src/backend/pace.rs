@@ -9,7 +9,8 @@
 //! slot: the generic cell rate algorithm, with the same burst as a mount's own gate.
 //!
 //! Promises: a mount whose file cannot be opened paces alone (and says so once); the lock is
-//! held for a read and a write, never across a wait.
+//! held for a read and a write, never across a wait, and never waited for: a lock held by a
+//! stopped process makes a call pace alone rather than block the runtime.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -100,11 +101,19 @@ struct FileLock<'a>(&'a File);
 
 impl<'a> FileLock<'a> {
     fn take(file: &'a File) -> std::io::Result<FileLock<'a>> {
-        // SAFETY: flock on a descriptor this struct borrows for as long as it is held.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error());
+        // Held for microseconds by whoever has it: a few tries, then give up.
+        for _ in 0..100 {
+            // SAFETY: flock on a descriptor this struct borrows for as long as it is held.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(FileLock(file));
+            }
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(err);
+            }
+            std::thread::yield_now();
         }
-        Ok(FileLock(file))
+        Err(std::io::Error::from_raw_os_error(libc::EWOULDBLOCK))
     }
 }
 

@@ -4,8 +4,9 @@
 //! changes reaches the kernel, inotify watchers and `--on-change` as any refresh's changes do.
 //!
 //! Promises: a name outside the source, or of the other service, costs nothing; a fetch never
-//! joins one that started before the events were applied; on failure nothing is lost: the
-//! caller keeps the events and applies them again.
+//! joins one that started before the events were applied; each name's outcome is its own, so
+//! that one name AWS refuses does not hold back the others; nothing is called while the mount
+//! backs off after failures.
 
 use futures_util::future::join_all;
 use tokio::time::Instant;
@@ -33,46 +34,63 @@ impl<B: Backend> Fs<B> {
     }
 
     /// Fetches anew the parameters at `paths` (mount-relative; `true`: its labels may have
-    /// moved), all at once, and returns once what they brought is applied.
-    pub async fn apply_changes(&self, paths: &[(String, bool)]) -> Result<(), BackendError> {
+    /// moved), all at once, and returns once what they brought is applied: one outcome per
+    /// path, in order. While the mount backs off after failures, nothing is called and every
+    /// path fails with the error that started the back-off.
+    pub async fn apply_changes(&self, paths: &[(String, bool)]) -> Vec<Result<(), BackendError>> {
+        if let Some(err) = self.backing_off() {
+            return paths.iter().map(|_| Err(err.clone())).collect();
+        }
         let asked = Instant::now();
         let mut fetches: Vec<Fetch> = Vec::new();
-        for (path, _) in paths {
-            let fetch = self.change_fetch(path);
-            if !fetches.contains(&fetch) {
-                fetches.push(fetch);
-            }
-        }
+        let which: Vec<usize> = paths
+            .iter()
+            .map(|(path, _)| {
+                let fetch = self.change_fetch(path);
+                match fetches.iter().position(|f| *f == fetch) {
+                    Some(i) => i,
+                    None => {
+                        fetches.push(fetch);
+                        fetches.len() - 1
+                    }
+                }
+            })
+            .collect();
         let results = join_all(
             fetches
                 .into_iter()
                 .map(|fetch| self.fetch(fetch, Some(asked), None)),
         )
         .await;
-        if let Some(Err(err)) = results.into_iter().find(Result::is_err) {
-            return Err(err);
-        }
-        let labelled: Vec<&String> = paths.iter().filter(|(_, l)| *l).map(|(p, _)| p).collect();
-        if labelled.is_empty() {
-            return Ok(());
-        }
-        let invals = {
-            let mut core = self.core.lock().unwrap();
-            let mut changes = Vec::new();
-            for path in labelled {
-                changes.extend(core.tree.forget_labels_of(path, asked));
+        let outcomes: Vec<Result<(), BackendError>> = which
+            .iter()
+            .map(|&i| results[i].as_ref().map(|_| ()).map_err(Clone::clone))
+            .collect();
+        let labelled: Vec<&String> = paths
+            .iter()
+            .zip(&outcomes)
+            .filter(|((_, labels), ok)| *labels && ok.is_ok())
+            .map(|((p, _), _)| p)
+            .collect();
+        if !labelled.is_empty() {
+            let invals = {
+                let mut core = self.core.lock().unwrap();
+                let mut changes = Vec::new();
+                for path in labelled {
+                    changes.extend(core.tree.forget_labels_of(path, asked));
+                }
+                Self::invals(&core, changes)
+            };
+            if let Some(inv) = self.invalidator.get() {
+                if !invals.is_empty() {
+                    inv.invalidate(Outcome {
+                        invals,
+                        ..Default::default()
+                    });
+                }
             }
-            Self::invals(&core, changes)
-        };
-        if let Some(inv) = self.invalidator.get() {
-            if !invals.is_empty() {
-                inv.invalidate(Outcome {
-                    invals,
-                    ..Default::default()
-                });
-            }
         }
-        Ok(())
+        outcomes
     }
 
     /// The smallest fetch that brings a changed parameter: the name itself where `GetParameter`

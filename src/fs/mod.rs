@@ -92,13 +92,16 @@ pub struct Config {
 }
 
 /// The max age while change events flow: events tell of each change, so what is held stays
-/// good until the next safety sweep (`--events-max-age`), whatever `--max-age` says. When they
-/// stop flowing, the mount's own max ages apply again at once.
+/// good until the next safety sweep (`--events-max-age`), whatever `--max-age` says. Only what
+/// was fetched after events began to flow is so trusted: a change before then reached no
+/// queue. When they stop flowing, the mount's own max ages apply again at once.
 #[derive(Clone)]
 pub struct EventsAge {
     /// `None`: this mount receives no events.
     pub max_age: Option<Duration>,
     flowing: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Since when events tell of every change.
+    since: Arc<std::sync::Mutex<Instant>>,
 }
 
 impl Default for EventsAge {
@@ -106,6 +109,7 @@ impl Default for EventsAge {
         EventsAge {
             max_age: None,
             flowing: Arc::new(tokio::sync::watch::Sender::new(false)),
+            since: Arc::new(std::sync::Mutex::new(Instant::now())),
         }
     }
 }
@@ -123,10 +127,23 @@ impl EventsAge {
         self.max_age.is_some() && *self.flowing.borrow()
     }
 
-    /// Says whether events flow; true when that changed.
-    pub fn set_flowing(&self, yes: bool) -> bool {
-        self.flowing
-            .send_if_modified(|now| std::mem::replace(now, yes) != yes)
+    /// Says whether events flow; true when that changed. `since`: from when they tell of
+    /// every change (for a queue just subscribed, once its policy has had time to apply).
+    pub fn set_flowing(&self, yes: bool, since: Instant) -> bool {
+        let changed = self
+            .flowing
+            .send_if_modified(|now| std::mem::replace(now, yes) != yes);
+        if changed && yes {
+            *self.since.lock().unwrap() = since;
+        }
+        changed
+    }
+
+    /// The max age for what events keep fresh: the events', but no more than the time since
+    /// they began to flow (older knowledge was fetched before any event could tell of change).
+    fn age(&self, events: Duration) -> Duration {
+        let since = *self.since.lock().unwrap();
+        events.min(Instant::now().saturating_duration_since(since))
     }
 
     /// Wakes when events start or stop flowing.
@@ -147,18 +164,33 @@ impl Config {
     }
 
     /// The max age that applies in a directory: that of the deepest override containing it,
-    /// or the events' while they flow, if longer.
+    /// or, while events flow, the events' for what was fetched since they began (see
+    /// [`EventsAge`]).
     pub fn max_age_of(&self, dir: &str) -> Duration {
-        let age = self
-            .max_age_for
-            .iter()
-            .filter(|(path, _)| tree::in_subtree(path, dir))
-            .max_by_key(|(path, _)| path.len())
-            .map_or(self.max_age, |(_, age)| *age);
+        let age = self.own_max_age(dir);
+        match self.events.max_age {
+            Some(events) if self.events.flowing() => age.max(self.events.age(events)),
+            _ => age,
+        }
+    }
+
+    /// How often a group is swept while nothing reads it (`--poll`): its max age, or while
+    /// events flow, the safety sweep's.
+    pub fn poll_age(&self, dir: &str) -> Duration {
+        let age = self.own_max_age(dir);
         match self.events.max_age {
             Some(events) if self.events.flowing() => age.max(events),
             _ => age,
         }
+    }
+
+    /// `--max-age`, or that of the deepest `--max-age-for` containing `dir`.
+    fn own_max_age(&self, dir: &str) -> Duration {
+        self.max_age_for
+            .iter()
+            .filter(|(path, _)| tree::in_subtree(path, dir))
+            .max_by_key(|(path, _)| path.len())
+            .map_or(self.max_age, |(_, age)| *age)
     }
 }
 

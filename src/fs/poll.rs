@@ -51,7 +51,7 @@ impl<B: Backend> Fs<B> {
         let mut flowing = false;
         loop {
             let last = self.last_refreshed(&dir).map_or(tried, |at| at.max(tried));
-            let max_age = self.config.max_age_of(&dir);
+            let max_age = self.config.poll_age(&dir);
             // Uniformly in the last fifth of the max age; over all of it for the first safety
             // sweep once events flow.
             let started = self.config.events.flowing() && !flowing;

@@ -204,7 +204,7 @@ pub struct Cli {
         long,
         value_name = "SECONDS",
         default_value_t = 0,
-        value_parser = parse_seconds,
+        value_parser = parse_delay,
         help_heading = "Change events"
     )]
     pub events_delay: u64,
@@ -383,6 +383,16 @@ fn parse_seconds(s: &str) -> Result<u64, String> {
 pub const ON_CHANGE_VAR: &str = "SSMFS_ON_CHANGE";
 
 /// A time limit: a whole number of seconds, at least one.
+/// `--events-delay`: SQS hides a received message for 12 hours at most.
+fn parse_delay(s: &str) -> Result<u64, String> {
+    match parse_seconds(s)? {
+        secs if secs > 43_140 => {
+            Err("--events-delay is at most 43140 seconds (12 hours, less a minute)".to_string())
+        }
+        secs => Ok(secs),
+    }
+}
+
 fn parse_limit(s: &str) -> Result<u64, String> {
     match parse_seconds(s)? {
         0 => Err("a time limit must be at least 1 second".to_string()),

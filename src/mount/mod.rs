@@ -220,11 +220,17 @@ fn run(cli: &Cli, readiness: &mut Readiness) -> Result<(), String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let sdk = rt.block_on(aws_config(cli))?;
     // The host's mounts of one account and region share one pace (see `backend::pace`).
+    // Mounts of one service, account and region, at one rate, share; the boot id keeps a
+    // schedule on the monotonic clock from outliving a reboot.
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
     let account = format!(
-        "{:?} {:?} {:?}",
+        "{:?} {:?} {:?} {:?} {} {}",
+        source.dialect,
         sdk.region().map(|r| r.as_ref().to_string()),
         sdk.endpoint_url(),
-        cli.profile
+        cli.profile,
+        cli.max_tps,
+        boot.trim()
     );
     let calls = Arc::new(ApiCalls::paced_on_host(
         cli.max_tps,
@@ -333,26 +339,46 @@ fn serve<B: Backend>(
             .build(),
     );
     let sns = aws_sdk_sns::Client::new(sdk);
-    let made = match &cli.events_topic {
-        Some(topic) => {
+    // The queue --events-topic makes, once made, for the clean stop to remove.
+    let made = Arc::new(std::sync::Mutex::new(None));
+    let queue = match (&cli.events_queue, &cli.events_topic) {
+        (Some(url), _) => Some(events::Queue::Url(url.clone())),
+        (None, Some(topic)) => {
             let host = nix::unistd::gethostname()
                 .ok()
                 .and_then(|h| h.into_string().ok())
                 .unwrap_or_else(|| "host".to_string());
+            let machine = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
             let mountpoint = std::path::absolute(&cli.mountpoint).unwrap_or(cli.mountpoint.clone());
-            let name = queue::queue_name(&host, &mountpoint.to_string_lossy(), &source.to_string());
-            Some(rt.block_on(queue::make(&sqs, &sns, topic, &name))?)
+            let name = queue::queue_name(
+                &host,
+                machine.trim(),
+                &mountpoint.to_string_lossy(),
+                &source.to_string(),
+            );
+            Some(events::Queue::Topic {
+                sns: sns.clone(),
+                topic: topic.clone(),
+                name,
+                made: made.clone(),
+            })
         }
-        None => None,
+        (None, None) => None,
     };
-    let queue_url = cli
-        .events_queue
-        .clone()
-        .or_else(|| made.as_ref().map(|m| m.url.clone()));
-    if let Some(url) = queue_url {
+    let events_task = queue.map(|queue| {
         let delay = Duration::from_secs(cli.events_delay);
-        rt.spawn(events::run(fs.clone(), sqs.clone(), url, delay));
-    }
+        rt.spawn(events::run(fs.clone(), sqs.clone(), queue, delay))
+    });
+    // On a clean stop, receiving ends before the queue is removed.
+    let teardown = move || async move {
+        if let Some(task) = events_task {
+            task.abort();
+        }
+        let made = made.lock().unwrap().take();
+        if let Some(made) = made {
+            let _ = tokio::time::timeout(TEARDOWN, made.remove(&sqs, &sns)).await;
+        }
+    };
     // Handlers are in place before readiness is reported, so that a signal sent as soon as the
     // mount is live unmounts (or refreshes) instead of killing the process.
     let (mut term, mut int, mut hup) = {
@@ -400,16 +426,12 @@ fn serve<B: Backend>(
                 _ = int.recv() => break "SIGINT",
                 _ = &mut ended => {
                     info!("unmounted from outside; exiting");
-                    if let Some(made) = made {
-                        let _ = tokio::time::timeout(TEARDOWN, made.remove(&sqs, &sns)).await;
-                    }
+                    teardown().await;
                     return;
                 }
             }
         };
-        if let Some(made) = made {
-            let _ = tokio::time::timeout(TEARDOWN, made.remove(&sqs, &sns)).await;
-        }
+        teardown().await;
         info!(signal = why, "unmounting");
         notify_stopping();
         let unmounted = match unmounter.as_mut() {

@@ -2,9 +2,10 @@
 //! out to every host, and an SQS message goes to one consumer, so each mount needs a queue.
 //!
 //! Promises:
-//! - the queue's name comes from the host name and the mount (mountpoint and source), so a
-//!   restart, even after the daemon was killed, finds and reuses the same queue and
-//!   subscription instead of leaving one behind;
+//! - the queue's name comes from the host (its name and machine id) and the mount (mountpoint
+//!   and source), so a restart, even after the daemon was killed, finds and reuses the same
+//!   queue and subscription instead of leaving one behind, and two hosts of one name do not
+//!   share a queue (each would get half the events);
 //! - the queue lets the topic alone send to it (its policy names the topic's ARN), and the
 //!   subscription has raw delivery: messages are the events themselves;
 //! - on a clean stop the subscription and the queue are removed.
@@ -23,9 +24,10 @@ pub struct Made {
 }
 
 /// The queue name for a mount on a host: `ssmfs-HOST-HASH`, with only the characters SQS
-/// allows, and a digest of the mountpoint and source that tells the host's mounts apart.
-pub fn queue_name(host: &str, mountpoint: &str, source: &str) -> String {
-    let digest = fnv1a(format!("{mountpoint}\0{source}").as_bytes());
+/// allows, and a digest of the machine id, the mountpoint and the source that tells hosts of
+/// one name, and a host's mounts, apart.
+pub fn queue_name(host: &str, machine: &str, mountpoint: &str, source: &str) -> String {
+    let digest = fnv1a(format!("{machine}\0{mountpoint}\0{source}").as_bytes());
     let host: String = host
         .chars()
         .map(|c| {
@@ -62,7 +64,7 @@ pub async fn make(
         .map_err(|e| {
             format!(
                 "--events-topic: cannot create the queue {name}: {}",
-                sqs_error(&e)
+                super::events::describe(&e)
             )
         })?
         .queue_url
@@ -76,7 +78,7 @@ pub async fn make(
         .map_err(|e| {
             format!(
                 "--events-topic: cannot read the queue {name}: {}",
-                sqs_error(&e)
+                super::events::describe(&e)
             )
         })?
         .attributes
@@ -100,7 +102,7 @@ pub async fn make(
         .map_err(|e| {
             format!(
                 "--events-topic: cannot set the queue's policy: {}",
-                sqs_error(&e)
+                super::events::describe(&e)
             )
         })?;
     let subscription = sns
@@ -138,23 +140,10 @@ impl Made {
         }
         match sqs.delete_queue().queue_url(&self.url).send().await {
             Ok(_) => info!(queue = self.url, "change events: queue deleted"),
-            Err(e) => warn!(error = %sqs_error(&e), "change events: cannot delete the queue"),
+            Err(e) => {
+                warn!(error = %super::events::describe(&e), "change events: cannot delete the queue")
+            }
         }
-    }
-}
-
-fn sqs_error<E, R>(err: &aws_sdk_sqs::error::SdkError<E, R>) -> String
-where
-    E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    match err.as_service_error() {
-        Some(e) => format!(
-            "{}: {}",
-            e.code().unwrap_or("error"),
-            e.message().unwrap_or_default()
-        ),
-        None => aws_sdk_sqs::error::DisplayErrorContext(err).to_string(),
     }
 }
 
@@ -164,11 +153,21 @@ mod tests {
 
     #[test]
     fn queue_names_are_stable_valid_and_tell_mounts_apart() {
-        let a = queue_name("web-1.example.com", "/mnt/ssm/app", "/app");
-        assert_eq!(a, queue_name("web-1.example.com", "/mnt/ssm/app", "/app"));
+        let a = queue_name("web-1.example.com", "m1", "/mnt/ssm/app", "/app");
+        assert_eq!(
+            a,
+            queue_name("web-1.example.com", "m1", "/mnt/ssm/app", "/app")
+        );
         assert!(a.starts_with("ssmfs-web-1-example-com-"), "{a}");
-        assert_ne!(a, queue_name("web-1.example.com", "/mnt/ssm/other", "/app"));
-        let long = queue_name(&"h".repeat(200), "/m", "/s");
+        assert_ne!(
+            a,
+            queue_name("web-1.example.com", "m1", "/mnt/ssm/other", "/app")
+        );
+        assert_ne!(
+            a,
+            queue_name("web-1.example.com", "m2", "/mnt/ssm/app", "/app")
+        );
+        let long = queue_name(&"h".repeat(200), "m", "/m", "/s");
         assert!(long.len() <= MAX_QUEUE_NAME, "{}", long.len());
         assert!(long
             .bytes()

@@ -313,7 +313,16 @@ async fn changes_told_by_events_are_fetched_together_and_are_news() {
         Duration::from_secs(60),
         "not flowing yet"
     );
-    assert!(fs.events().set_flowing(true));
+    tokio::time::pause();
+    assert!(fs.events().set_flowing(true, Instant::now()));
+    assert_eq!(
+        fs.config.max_age_of("db"),
+        Duration::from_secs(60),
+        "what was fetched before events flowed is trusted no longer than before"
+    );
+    tokio::time::advance(Duration::from_secs(600)).await;
+    assert_eq!(fs.config.max_age_of("db"), Duration::from_secs(600));
+    tokio::time::advance(LONG).await;
     assert_eq!(fs.config.max_age_of("db"), LONG);
     cat(&fs, "db/password").await.unwrap();
     cat(&fs, "name").await.unwrap();
@@ -323,7 +332,8 @@ async fn changes_told_by_events_are_fetched_together_and_are_news() {
     let before = b.total_calls();
     let paths =
         [("db/password", false), ("name", false), ("new", false)].map(|(p, l)| (p.to_string(), l));
-    fs.apply_changes(&paths).await.unwrap();
+    let results = fs.apply_changes(&paths).await;
+    assert!(results.iter().all(Result::is_ok));
     assert_eq!(
         b.total_calls() - before,
         1,
@@ -348,6 +358,6 @@ async fn changes_told_by_events_are_fetched_together_and_are_news() {
         fs.event_path(crate::names::Dialect::SecretsManager, "/app/x"),
         None
     );
-    assert!(fs.events().set_flowing(false));
+    assert!(fs.events().set_flowing(false, Instant::now()));
     assert_eq!(fs.config.max_age_of("db"), Duration::from_secs(60));
 }
