@@ -118,9 +118,9 @@ fn an_eventbridge_event_fetches_the_changed_parameter_at_once() {
     assert_eq!(stats["events"]["applied"], 2);
     assert_eq!(stats["events"]["ignored"], 1);
     // A deletion takes the file away; every message was deleted once applied.
+    let mut watch = Watch::start(&["-e", "delete"], &[&m.path("db")]);
     moto.delete("/app/db/user");
     ssm_event(&moto, "Delete", "/app/db/user");
-    let mut watch = Watch::start(&["-e", "delete"], &[&m.path("db")]);
     watch.expect(&["DELETE", &m.path("db/user").display().to_string()]);
     assert!(!m.path("db/user").exists());
     assert_eq!(queued(&moto, &queue), 0);

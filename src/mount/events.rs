@@ -135,11 +135,17 @@ pub async fn run<B: Backend>(
                 }
             }
         };
-        let now = Instant::now();
-        if let Some(due) = pending.due.filter(|due| *due < now + MIN_BACKOFF) {
-            // Due within a second: no receive, whose wait counts in whole seconds.
+        let mut now = Instant::now();
+        if let Some(due) = pending
+            .due
+            .filter(|due| *due > now && *due < now + MIN_BACKOFF)
+        {
+            // Due within a second (a receive waits whole seconds): wait here, then take what
+            // came meanwhile with a receive that answers at once, and apply it all together.
             tokio::time::sleep_until(due).await;
-        } else {
+            now = Instant::now();
+        }
+        {
             // Until a receive has worked, one that answers at once tells whether the queue can
             // be read; then each waits for messages, up to when the pending changes are due.
             let wait = if fs.events().flowing() {
