@@ -70,15 +70,13 @@ fn selectors_read_together_go_in_one_get_parameters() {
         let path = m.path(&name);
         std::thread::spawn(move || std::fs::read(path).unwrap())
     };
-    // Each of the first two reads starts a call, and the proxy holds both: the other eight
-    // queue meanwhile, and leave together when a call ends.
+    // The first read starts a call, which the proxy holds; the other nine, asked together
+    // meanwhile, start at most one call of their own and queue, and the queued ones leave
+    // together when a call ends.
     proxy.delay(Some(Duration::from_secs(2)));
-    let first = [read("s0:1".to_string()), {
-        proxy.wait_in_flight(1);
-        read("s1:prod".to_string())
-    }];
-    proxy.wait_in_flight(2);
-    let rest: Vec<_> = (2..10)
+    let first = [read("s0:1".to_string())];
+    proxy.wait_in_flight(1);
+    let rest: Vec<_> = (1..10)
         .map(|i| {
             read(if i % 2 == 0 {
                 format!("s{i}:2")
@@ -96,8 +94,13 @@ fn selectors_read_together_go_in_one_get_parameters() {
         assert_eq!(reader.join().unwrap(), want.as_bytes(), "s{i}");
     }
     let calls = &m.stats()["api_calls"];
-    assert_eq!(calls["GetParameter"], 2, "{calls}");
-    assert_eq!(calls["GetParameters"], 1, "{calls}");
+    let singles = calls["GetParameter"].as_u64().unwrap_or(0);
+    let batched = calls["GetParameters"].as_u64().unwrap_or(0);
+    assert!(batched >= 1, "{calls}");
+    assert!(
+        singles + batched <= 3,
+        "ten names in at most three calls: {calls}"
+    );
 }
 
 #[test]
