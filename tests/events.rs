@@ -366,3 +366,49 @@ fn a_secret_changed_through_cloudtrail_is_fetched_with_its_keys() {
     assert_eq!(m.read_str("db/password"), "two");
     assert_eq!(m.stats()["events"]["applied"], 1);
 }
+
+/// Starts `ssmfs -f` at `mnt` and returns once it says that events flow (its standard error is
+/// drained from then on).
+fn start_flowing(moto: &Moto, mnt: &Path, args: &[&str]) -> std::process::Child {
+    use std::io::BufRead;
+    let notify = mnt.with_extension("sock");
+    let _ = std::fs::remove_file(&notify);
+    let (notify_path, _sock) = common::notify_socket_at(&notify);
+    let mut child = common::spawn_foreground(&moto.url(), "/app", mnt, args, &notify_path);
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let flowing = lines.any(|l| l.is_ok_and(|l| l.contains("change events flow")));
+    assert!(flowing, "events never flowed");
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+#[test]
+fn a_queue_left_by_a_killed_daemon_is_reused_by_the_next() {
+    let moto = Moto::start();
+    moto.put("/app/a", "String", "one");
+    let topic = aws(&moto, "print(sns.create_topic(Name='t')['TopicArn'])\n");
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let args = ["--events-topic", topic.as_str()];
+    let count = || {
+        aws(
+            &moto,
+            &format!(
+                "print(len(sqs.list_queues().get('QueueUrls', [])), \
+                 len(sns.list_subscriptions_by_topic(TopicArn='{topic}')['Subscriptions']))\n"
+            ),
+        )
+    };
+    let mut first = start_flowing(&moto, &mnt, &args);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // The dead mount goes; its queue and subscription stay behind.
+    Command::new("umount").arg("-l").arg(&mnt).status().unwrap();
+    assert_eq!(count(), "1 1");
+    let mut second = start_flowing(&moto, &mnt, &args);
+    assert_eq!(count(), "1 1", "the same queue and subscription, reused");
+    unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
+    assert!(second.wait().unwrap().success());
+    assert_eq!(count(), "0 0");
+}

@@ -215,6 +215,13 @@ pub fn notify_socket(dir: &Path) -> (PathBuf, UnixDatagram) {
     (path, sock)
 }
 
+/// A datagram socket at `path` for NOTIFY_SOCKET.
+pub fn notify_socket_at(path: &Path) -> (PathBuf, UnixDatagram) {
+    let sock = UnixDatagram::bind(path).unwrap();
+    sock.set_read_timeout(Some(STARTUP_LIMIT)).unwrap();
+    (path.to_path_buf(), sock)
+}
+
 /// `ssmfs -f SOURCE MNT --endpoint-url URL ARGS` with NOTIFY_SOCKET set and standard error piped.
 pub fn spawn_foreground(
     url: &str,
