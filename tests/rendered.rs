@@ -230,6 +230,14 @@ fn env_and_json_on_a_mount_read_back_every_value() {
     );
 }
 
+/// A mount of `source` with the template `t` made of `text` (its file's folder is returned too).
+fn with_template(moto: &Moto, source: &str, text: &str) -> (tempfile::TempDir, Mount) {
+    let files = tempfile::tempdir().unwrap();
+    let t = write(files.path(), "t.j2", text);
+    let m = Mount::start(moto, source, &["--template", &format!("t={}", t.display())]);
+    (files, m)
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
@@ -423,16 +431,10 @@ fn a_template_with_a_syntax_error_fails_the_mount_with_its_file_and_line() {
 fn a_missing_parameter_fails_its_template_alone_and_the_log_names_it() {
     let moto = Moto::start();
     moto.put("/app/db/password", "SecureString", "s3cret-canary");
-    let files = tempfile::tempdir().unwrap();
-    let t = write(
-        files.path(),
-        "t.j2",
-        "{{ param('db/password') }} {{ param('db/missing') }}\n",
-    );
-    let m = Mount::start(
+    let (_files, m) = with_template(
         &moto,
         "/app",
-        &["--template", &format!("t={}", t.display())],
+        "{{ param('db/password') }} {{ param('db/missing') }}\n",
     );
     let err = std::fs::read(m.path(".templates/t")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
@@ -460,17 +462,7 @@ fn secrets_render_as_their_parsed_objects() {
     };
     create("prod/db", r#"{"user":"app","password":"p'w$1"}"#);
     create("prod/api", "plain token");
-    let files = tempfile::tempdir().unwrap();
-    let t = write(
-        files.path(),
-        "t.j2",
-        "{% set db = secret('db') %}{{ db.user }}:{{ db.password|shell }} {{ secret('api') }} {{ param('db/user') }}\n",
-    );
-    let m = Mount::start(
-        &moto,
-        "secretsmanager:prod/",
-        &["--template", &format!("t={}", t.display())],
-    );
+    let (_files, m) = with_template(&moto, "secretsmanager:prod/", "{% set db = secret('db') %}{{ db.user }}:{{ db.password|shell }} {{ secret('api') }} {{ param('db/user') }}\n");
     assert_eq!(
         m.read_str(".templates/t"),
         "app:'p'\\''w$1' plain token app\n"

@@ -147,10 +147,18 @@ impl Renders {
         touched
     }
 
-    fn version(&mut self) -> String {
-        let v = format!("rendered-{}", self.next_version);
+    /// The followed file `what` (followed from now on, if it was not), and a version name
+    /// for it should it need a new one (never used twice).
+    fn entry(&mut self, what: &Rendered) -> (String, &mut Render) {
+        let version = format!("rendered-{}", self.next_version);
         self.next_version += 1;
-        v
+        let render = self.by_path.get_or_insert_mut(what.shown(), || Render {
+            what: what.clone(),
+            current: None,
+            failed: false,
+            inputs: Vec::new(),
+        });
+        (version, render)
     }
 
     /// Logs `message` unless it was logged already.
@@ -454,14 +462,7 @@ impl<B: Backend> Fs<B> {
         found: &HashMap<Input, Resolution>,
     ) -> Arc<Cached> {
         let shown = what.shown();
-        let renders = &mut core.renders;
-        let version = renders.version();
-        let render = renders.by_path.get_or_insert_mut(shown.clone(), || Render {
-            what: what.clone(),
-            current: None,
-            failed: false,
-            inputs: Vec::new(),
-        });
+        let (version, render) = core.renders.entry(what);
         if !used.is_empty() {
             render.inputs = used
                 .iter()
@@ -520,14 +521,7 @@ impl<B: Backend> Fs<B> {
         found: &HashMap<Input, Resolution>,
     ) {
         let shown = what.shown();
-        let renders = &mut core.renders;
-        let version = renders.version();
-        let render = renders.by_path.get_or_insert_mut(shown.clone(), || Render {
-            what: what.clone(),
-            current: None,
-            failed: false,
-            inputs: Vec::new(),
-        });
+        let (version, render) = core.renders.entry(what);
         render.inputs = match what {
             Rendered::Env(dir) | Rendered::Json(dir) => vec![(Input::Dir(dir.clone()), ABSENT)],
             Rendered::Template(_) => known

@@ -56,7 +56,8 @@ pub struct Cli {
 
     /// At most this many API calls a second over time (0: no limit); a burst of five seconds'
     /// worth goes at once. The default is half of SSM's account-wide default quota of 40, so
-    /// that a sweep never throttles the account's other programs.
+    /// that a sweep never throttles the account's other programs. The limit holds for all of
+    /// the host's mounts of one service, account and region together (a schedule in /run/ssmfs).
     #[arg(long, value_name = "N", default_value_t = 20, help_heading = "Caching")]
     pub max_tps: u32,
 
