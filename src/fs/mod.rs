@@ -411,13 +411,14 @@ impl<B: Backend> Fs<B> {
 
     /// A lookup answered from memory, or `None` when it needs a fetch (then call `lookup`).
     pub fn lookup_now(&self, parent: Ino, name: &OsStr) -> Option<Result<Entry, Error>> {
-        match self.rendered_name(parent, name) {
+        let clock = Clock::now(self.config.max_stale);
+        let mut core = self.core.lock().unwrap();
+        // A rendered file is rendered by `lookup`, which may fetch.
+        match self.rendered_in(&core, parent, name) {
             Some(Err(e)) => return Some(Err(e)),
             Some(Ok(_)) => return None,
             None => {}
         }
-        let clock = Clock::now(self.config.max_stale);
-        let mut core = self.core.lock().unwrap();
         let plan = self.plan_lookup(&core, parent, name, clock);
         match plan {
             Plan::Done(result) => {

@@ -241,7 +241,16 @@ impl<B: Backend> Fs<B> {
         parent: Ino,
         name: &OsStr,
     ) -> Option<Result<Rendered, Error>> {
-        let core = self.core.lock().unwrap();
+        self.rendered_in(&self.core.lock().unwrap(), parent, name)
+    }
+
+    /// [`Fs::rendered_name`], under a lock the caller holds.
+    pub(super) fn rendered_in(
+        &self,
+        core: &Core,
+        parent: Ino,
+        name: &OsStr,
+    ) -> Option<Result<Rendered, Error>> {
         match core.inodes.node(parent)? {
             Node::Templates => {
                 let name = name.to_str().unwrap_or("");
