@@ -9,6 +9,7 @@ pub mod backend;
 pub mod batch;
 pub mod capped;
 pub mod content;
+pub mod digest;
 pub mod error;
 pub mod events;
 pub mod filter;

@@ -43,9 +43,7 @@ pub fn path_for(key: &str) -> PathBuf {
             user.map(|d| PathBuf::from(d).join("ssmfs"))
         })
         .unwrap_or_else(|| PathBuf::from(RUNTIME_DIR));
-    let digest = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
+    let digest = crate::digest::stable(key.as_bytes());
     dir.join(format!("pace-{digest:016x}"))
 }
 

@@ -27,7 +27,7 @@ pub struct Made {
 /// allows, and a digest of the machine id, the mountpoint and the source that tells hosts of
 /// one name, and a host's mounts, apart.
 pub fn queue_name(host: &str, machine: &str, mountpoint: &str, source: &str) -> String {
-    let digest = fnv1a(format!("{machine}\0{mountpoint}\0{source}").as_bytes());
+    let digest = crate::digest::stable(format!("{machine}\0{mountpoint}\0{source}").as_bytes());
     let host: String = host
         .chars()
         .map(|c| {
@@ -40,13 +40,6 @@ pub fn queue_name(host: &str, machine: &str, mountpoint: &str, source: &str) -> 
         .take(MAX_QUEUE_NAME - "ssmfs--".len() - 16)
         .collect();
     format!("ssmfs-{host}-{digest:016x}")
-}
-
-/// FNV-1a, 64 bits: a digest that is the same in every build, so names survive upgrades.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 /// Makes (or finds) the mount's queue, lets the topic send to it and subscribes it.
@@ -172,6 +165,5 @@ mod tests {
         assert!(long
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
     }
 }
