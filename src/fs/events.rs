@@ -3,10 +3,16 @@
 //! (`GetParameters`); labels of the names are asked again at their next lookup. What a fetch
 //! changes reaches the kernel, inotify watchers and `--on-change` as any refresh's changes do.
 //!
+//! Also the max age events give what is held ([`EventsAge`]), which the core's
+//! [`super::Config::max_age_of`] asks.
+//!
 //! Promises: a name outside the source, or of the other service, costs nothing; a fetch never
 //! joins one that started before the events were applied; each name's outcome is its own, so
 //! that one name AWS refuses does not hold back the others; nothing is called while the mount
 //! backs off after failures.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::join_all;
 use tokio::time::Instant;
@@ -16,6 +22,67 @@ use super::tree::split;
 use super::{Fs, Outcome};
 use crate::backend::{Backend, BackendError};
 use crate::names::Dialect;
+
+/// The max age while change events flow: events tell of each change, so what is held stays
+/// good until the next safety sweep (`--events-max-age`), whatever `--max-age` says. Only what
+/// was fetched after events began to flow is so trusted: a change before then reached no
+/// queue. When they stop flowing, the mount's own max ages apply again at once.
+#[derive(Clone)]
+pub struct EventsAge {
+    /// `None`: this mount receives no events.
+    pub max_age: Option<Duration>,
+    flowing: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Since when events tell of every change.
+    since: Arc<std::sync::Mutex<Instant>>,
+}
+
+impl Default for EventsAge {
+    fn default() -> Self {
+        EventsAge {
+            max_age: None,
+            flowing: Arc::new(tokio::sync::watch::Sender::new(false)),
+            since: Arc::new(std::sync::Mutex::new(Instant::now())),
+        }
+    }
+}
+
+impl EventsAge {
+    pub fn new(max_age: Duration) -> EventsAge {
+        EventsAge {
+            max_age: Some(max_age),
+            ..Default::default()
+        }
+    }
+
+    /// Whether events flow now (receives succeed).
+    pub fn flowing(&self) -> bool {
+        self.max_age.is_some() && *self.flowing.borrow()
+    }
+
+    /// Says whether events flow; true when that changed. `since`: from when they tell of
+    /// every change (for a queue just subscribed, once its policy has had time to apply).
+    pub fn set_flowing(&self, yes: bool, since: Instant) -> bool {
+        let changed = self
+            .flowing
+            .send_if_modified(|now| std::mem::replace(now, yes) != yes);
+        if changed && yes {
+            *self.since.lock().unwrap() = since;
+        }
+        changed
+    }
+
+    /// The max age for what events keep fresh: the events', but no more than the time since
+    /// they began to flow (older knowledge was fetched before any event could tell of change).
+    pub(super) fn age(&self, events: Duration) -> Duration {
+        let since = *self.since.lock().unwrap();
+        events.min(Instant::now().saturating_duration_since(since))
+    }
+
+    /// Wakes when events start or stop flowing.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.flowing.subscribe()
+    }
+}
 
 impl<B: Backend> Fs<B> {
     /// The mount-relative path an event about `name` (a full name of `dialect`) concerns, if
@@ -28,8 +95,8 @@ impl<B: Backend> Fs<B> {
             .map(str::to_string)
     }
 
-    /// The change events' max age, and whether they flow (see [`super::EventsAge`]).
-    pub fn events(&self) -> &super::EventsAge {
+    /// The change events' max age, and whether they flow (see [`EventsAge`]).
+    pub fn events(&self) -> &EventsAge {
         &self.config.events
     }
 

@@ -13,6 +13,7 @@
 //! - [`listing`]: directory listings with stable offsets;
 //! - [`control`]: the control files `.refresh` and `.stats`;
 //! - [`rendered`]: `.env`, `.json` and `.templates/NAME`, rendered from what the tree holds;
+//! - `inputs`: what a rendered file reads, resolved by path;
 //! - `poll`: refreshes each group at its max age, read or not (`--poll`);
 //! - [`events`]: applies changes told by events (`--events-queue`);
 //! - [`announce`]: how the requests of the thread that raises inotify events are answered.
@@ -48,6 +49,7 @@ pub mod announce;
 pub mod control;
 pub mod events;
 pub mod inodes;
+mod inputs;
 pub mod listing;
 pub mod plan;
 mod poll;
@@ -56,6 +58,7 @@ pub mod rendered;
 mod slow;
 pub mod tree;
 
+pub use events::EventsAge;
 pub use inodes::{Ino, ROOT};
 pub use listing::{DirEntry, Entries, Kind};
 pub use refresher::REFRESH_WAIT;
@@ -89,67 +92,6 @@ pub struct Config {
     pub gid: u32,
     /// Change events (`--events-queue`): while they flow, what is held stays fresh longer.
     pub events: EventsAge,
-}
-
-/// The max age while change events flow: events tell of each change, so what is held stays
-/// good until the next safety sweep (`--events-max-age`), whatever `--max-age` says. Only what
-/// was fetched after events began to flow is so trusted: a change before then reached no
-/// queue. When they stop flowing, the mount's own max ages apply again at once.
-#[derive(Clone)]
-pub struct EventsAge {
-    /// `None`: this mount receives no events.
-    pub max_age: Option<Duration>,
-    flowing: Arc<tokio::sync::watch::Sender<bool>>,
-    /// Since when events tell of every change.
-    since: Arc<std::sync::Mutex<Instant>>,
-}
-
-impl Default for EventsAge {
-    fn default() -> Self {
-        EventsAge {
-            max_age: None,
-            flowing: Arc::new(tokio::sync::watch::Sender::new(false)),
-            since: Arc::new(std::sync::Mutex::new(Instant::now())),
-        }
-    }
-}
-
-impl EventsAge {
-    pub fn new(max_age: Duration) -> EventsAge {
-        EventsAge {
-            max_age: Some(max_age),
-            ..Default::default()
-        }
-    }
-
-    /// Whether events flow now (receives succeed).
-    pub fn flowing(&self) -> bool {
-        self.max_age.is_some() && *self.flowing.borrow()
-    }
-
-    /// Says whether events flow; true when that changed. `since`: from when they tell of
-    /// every change (for a queue just subscribed, once its policy has had time to apply).
-    pub fn set_flowing(&self, yes: bool, since: Instant) -> bool {
-        let changed = self
-            .flowing
-            .send_if_modified(|now| std::mem::replace(now, yes) != yes);
-        if changed && yes {
-            *self.since.lock().unwrap() = since;
-        }
-        changed
-    }
-
-    /// The max age for what events keep fresh: the events', but no more than the time since
-    /// they began to flow (older knowledge was fetched before any event could tell of change).
-    fn age(&self, events: Duration) -> Duration {
-        let since = *self.since.lock().unwrap();
-        events.min(Instant::now().saturating_duration_since(since))
-    }
-
-    /// Wakes when events start or stop flowing.
-    pub fn watch(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.flowing.subscribe()
-    }
 }
 
 /// The longest window before expiry in which names are refreshed ahead: long enough for a
