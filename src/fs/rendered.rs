@@ -78,6 +78,13 @@ impl Rendered {
 /// anyway.
 const MAX_ATTEMPTS: usize = 3;
 
+/// What one attempt at a render came to.
+enum Made {
+    /// Nothing it read changed: the current version stands.
+    Same(Arc<Cached>),
+    Rendering(Rendering),
+}
+
 /// A rendered file followed since it was first looked up.
 struct Render {
     what: Rendered,
@@ -304,29 +311,22 @@ impl<B: Backend> Fs<B> {
                 _ => Vec::new(),
             };
             let mut made = None;
-            let mut unchanged = false;
             for round in 0..=MAX_ROUNDS {
                 self.resolve_all(&want, &mut known, &mut found).await;
                 if let (0, false, Some((inputs, Some(current)))) = (round, again, &last) {
-                    // Nothing read changed: the current version stands.
                     let same = !inputs.is_empty()
                         && inputs
                             .iter()
                             .all(|(input, stamp)| stamp_in(input, &known, &found) == Some(*stamp));
                     if same {
-                        unchanged = true;
-                        made = Some(Rendering::Done {
-                            text: String::new(),
-                            used: Vec::new(),
-                            secret: current.param.secret,
-                        });
+                        made = Some(Made::Same(current.clone()));
                         break;
                     }
                 }
                 match self.make(what, &templates, &known) {
                     Rendering::Missing(inputs) => want = inputs,
                     done => {
-                        made = Some(done);
+                        made = Some(Made::Rendering(done));
                         break;
                     }
                 }
@@ -338,28 +338,31 @@ impl<B: Backend> Fs<B> {
                 continue;
             }
             let made = made.unwrap_or_else(|| {
-                Rendering::Failed(Failed {
+                Made::Rendering(Rendering::Failed(Failed {
                     message: format!(
                         "template {shown}: reads depend on reads more than {MAX_ROUNDS} levels deep"
                     ),
                     error: Error::Render,
-                })
+                }))
             });
             let cached = match made {
-                Rendering::Done { text, used, secret } => {
-                    let content = match (unchanged, &last) {
-                        // The shortcut above: the current content.
-                        (true, Some((_, Some(current)))) => current.param.content.clone(),
-                        _ => Content::from(text.into_bytes()),
-                    };
+                Made::Same(current) => {
+                    let content = current.param.content.clone();
+                    let secret = current.param.secret;
+                    self.settle(&mut core, what, content, secret, &[], &known, &found)
+                }
+                Made::Rendering(Rendering::Done { text, used, secret }) => {
+                    let content = Content::from(text.into_bytes());
                     self.settle(&mut core, what, content, secret, &used, &known, &found)
                 }
-                Rendering::Failed(failed) => {
+                Made::Rendering(Rendering::Failed(failed)) => {
                     core.renders.warn_once(&failed.message);
                     self.settle_failed(&mut core, what, &known, &found);
                     return Err(failed.error);
                 }
-                Rendering::Missing(_) => unreachable!("missing inputs are resolved above"),
+                Made::Rendering(Rendering::Missing(_)) => {
+                    unreachable!("missing inputs are resolved above")
+                }
             };
             let entry = if hand_out {
                 let ino = core.inodes.remember(Node::File {
