@@ -16,6 +16,18 @@ fn python() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
 }
 
+/// The values a reader printed, each ended by a NUL.
+fn nul_separated(out: std::process::Output) -> Vec<Vec<u8>> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut values: Vec<Vec<u8>> = out.stdout.split(|b| *b == 0).map(<[u8]>::to_vec).collect();
+    values.pop();
+    values
+}
+
 /// Each of `keys` as bash sees it after `set -a; . FILE`.
 fn bash_reads(file: &Path, keys: &[String]) -> Vec<Vec<u8>> {
     let script = format!(
@@ -28,14 +40,7 @@ fn bash_reads(file: &Path, keys: &[String]) -> Vec<Vec<u8>> {
         .env_clear()
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut values: Vec<Vec<u8>> = out.stdout.split(|b| *b == 0).map(<[u8]>::to_vec).collect();
-    values.pop();
-    values
+    nul_separated(out)
 }
 
 /// Each of `keys` as python-dotenv reads it (`interpolate`: its default, which expands
@@ -55,14 +60,7 @@ fn dotenv_reads(file: &Path, keys: &[String], interpolate: bool) -> Vec<Vec<u8>>
         .args(keys)
         .output()
         .expect("python-dotenv: run scripts/setup");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut values: Vec<Vec<u8>> = out.stdout.split(|b| *b == 0).map(<[u8]>::to_vec).collect();
-    values.pop();
-    values
+    nul_separated(out)
 }
 
 /// Values that are hard to quote, each alone and together.

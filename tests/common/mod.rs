@@ -209,10 +209,7 @@ pub fn binary_for_nobody(dir: &Path) -> PathBuf {
 
 /// A datagram socket in `dir` for NOTIFY_SOCKET, as systemd has one, with a bound on waits.
 pub fn notify_socket(dir: &Path) -> (PathBuf, UnixDatagram) {
-    let path = dir.join("notify.sock");
-    let sock = UnixDatagram::bind(&path).unwrap();
-    sock.set_read_timeout(Some(STARTUP_LIMIT)).unwrap();
-    (path, sock)
+    notify_socket_at(&dir.join("notify.sock"))
 }
 
 /// A datagram socket at `path` for NOTIFY_SOCKET.

@@ -22,6 +22,14 @@ fn templates(list: &[(&str, &str)]) -> (tempfile::TempDir, Templates) {
     (dir, t)
 }
 
+/// The news of a whole refresh, sorted.
+async fn refreshed(fs: &Fs<MemoryBackend>, rec: &Recorder) -> Vec<(&'static str, String)> {
+    fs.refresh("").await.unwrap();
+    let mut news = rec.news();
+    news.sort();
+    news
+}
+
 fn text(bytes: Result<Vec<u8>, Error>) -> String {
     String::from_utf8(bytes.unwrap()).unwrap()
 }
@@ -214,11 +222,8 @@ async fn rendered_files_read_are_news_when_what_they_read_changes() {
         cat(&fs, path).await.unwrap();
     }
     b.put("/app/db/password", SecureString, "rotated");
-    fs.refresh("").await.unwrap();
-    let mut news = rec.news();
-    news.sort();
     assert_eq!(
-        news,
+        refreshed(&fs, &rec).await,
         [
             ("changed", ".json".to_string()),
             ("changed", ".templates/pw".to_string()),
@@ -229,11 +234,8 @@ async fn rendered_files_read_are_news_when_what_they_read_changes() {
     assert_eq!(text(cat(&fs, ".templates/pw").await), "rotated");
     // Nothing read by the templates changed: no news of them.
     b.put("/app/db/user", Str, "other");
-    fs.refresh("").await.unwrap();
-    let mut news = rec.news();
-    news.sort();
     assert_eq!(
-        news,
+        refreshed(&fs, &rec).await,
         [
             ("changed", ".json".to_string()),
             ("changed", "db/.env".to_string()),
@@ -314,11 +316,8 @@ async fn a_failed_render_mended_by_a_change_is_news() {
     fs.set_invalidator(Box::new(rec.clone()));
     assert_eq!(cat(&fs, ".templates/t").await.unwrap_err(), Error::Render);
     b.put("/app/db/nope", Str, "here");
-    fs.refresh("").await.unwrap();
-    let mut news = rec.news();
-    news.sort();
     assert_eq!(
-        news,
+        refreshed(&fs, &rec).await,
         [
             ("added", "db/nope".to_string()),
             ("changed", ".templates/t".to_string())
