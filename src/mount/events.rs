@@ -29,6 +29,10 @@ use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use aws_config::timeout::TimeoutConfig;
+use aws_config::SdkConfig;
+
+use super::cli::Cli;
 use super::queue;
 use crate::backend::Backend;
 use crate::events::{parse, Event};
@@ -51,6 +55,86 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How long a new subscription's queue policy may take to apply: events sent meanwhile may
 /// be lost, so what was fetched before then is not trusted for longer than the max age.
 const POLICY_DELAY: Duration = Duration::from_secs(60);
+
+/// How long a clean stop waits to remove the queue made for --events-topic.
+const TEARDOWN: Duration = Duration::from_secs(5);
+
+/// Change events as a mount runs them: the task that receives them, and the queue made for
+/// `--events-topic`, which a clean stop removes.
+pub struct Running {
+    task: tokio::task::JoinHandle<()>,
+    sqs: aws_sdk_sqs::Client,
+    sns: aws_sdk_sns::Client,
+    made: Arc<Mutex<Option<queue::Made>>>,
+}
+
+/// Starts receiving change events, if the command line asks for them.
+pub fn start<B: Backend>(
+    cli: &Cli,
+    sdk: &SdkConfig,
+    fs: &Arc<Fs<B>>,
+    rt: &tokio::runtime::Handle,
+) -> Option<Running> {
+    if cli.events_queue.is_none() && cli.events_topic.is_none() {
+        return None;
+    }
+    // A receive waits up to 20 s for messages: its attempts may take that long and more.
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(sdk)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(super::CONNECT_TIMEOUT)
+                    .operation_attempt_timeout(RECEIVE_TIMEOUT)
+                    .build(),
+            )
+            .build(),
+    );
+    let sns = aws_sdk_sns::Client::new(sdk);
+    let made = Arc::new(Mutex::new(None));
+    let queue = match (&cli.events_queue, &cli.events_topic) {
+        (Some(url), _) => Queue::Url(url.clone()),
+        (None, Some(topic)) => {
+            let host = nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "host".to_string());
+            let machine = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+            let mountpoint = std::path::absolute(&cli.mountpoint).unwrap_or(cli.mountpoint.clone());
+            let name = queue::queue_name(
+                &host,
+                machine.trim(),
+                &mountpoint.to_string_lossy(),
+                &cli.source.to_string(),
+            );
+            Queue::Topic {
+                sns: sns.clone(),
+                topic: topic.clone(),
+                name,
+                made: made.clone(),
+            }
+        }
+        (None, None) => unreachable!("checked above"),
+    };
+    let delay = Duration::from_secs(cli.events_delay);
+    let task = rt.spawn(run(fs.clone(), sqs.clone(), queue, delay));
+    Some(Running {
+        task,
+        sqs,
+        sns,
+        made,
+    })
+}
+
+impl Running {
+    /// Stops receiving, then removes the queue made for `--events-topic` (a clean stop).
+    pub async fn stop(self) {
+        self.task.abort();
+        let made = self.made.lock().unwrap().take();
+        if let Some(made) = made {
+            let _ = tokio::time::timeout(TEARDOWN, made.remove(&self.sqs, &self.sns)).await;
+        }
+    }
+}
 
 /// Where the events come from.
 pub enum Queue {

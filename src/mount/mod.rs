@@ -48,8 +48,6 @@ use devfuse::MountRequest;
 /// A connection that does not open in this time fails the call (and start-up) instead of
 /// hanging a reader.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long a clean stop waits to remove the queue made for --events-topic.
-const TEARDOWN: Duration = Duration::from_secs(5);
 /// One attempt of one API call; the SDK retries up to three attempts with backoff.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -327,56 +325,11 @@ fn serve<B: Backend>(
     if cli.poll || !cli.on_change.is_empty() || events_on {
         rt.spawn(fs.clone().poll());
     }
-    // A receive waits up to 20 s for messages: its attempts may take that long and more.
-    let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::config::Builder::from(sdk)
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .operation_attempt_timeout(events::RECEIVE_TIMEOUT)
-                    .build(),
-            )
-            .build(),
-    );
-    let sns = aws_sdk_sns::Client::new(sdk);
-    // The queue --events-topic makes, once made, for the clean stop to remove.
-    let made = Arc::new(std::sync::Mutex::new(None));
-    let queue = match (&cli.events_queue, &cli.events_topic) {
-        (Some(url), _) => Some(events::Queue::Url(url.clone())),
-        (None, Some(topic)) => {
-            let host = nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_else(|| "host".to_string());
-            let machine = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
-            let mountpoint = std::path::absolute(&cli.mountpoint).unwrap_or(cli.mountpoint.clone());
-            let name = queue::queue_name(
-                &host,
-                machine.trim(),
-                &mountpoint.to_string_lossy(),
-                &source.to_string(),
-            );
-            Some(events::Queue::Topic {
-                sns: sns.clone(),
-                topic: topic.clone(),
-                name,
-                made: made.clone(),
-            })
-        }
-        (None, None) => None,
-    };
-    let events_task = queue.map(|queue| {
-        let delay = Duration::from_secs(cli.events_delay);
-        rt.spawn(events::run(fs.clone(), sqs.clone(), queue, delay))
-    });
+    let events = events::start(cli, sdk, &fs, rt.handle());
     // On a clean stop, receiving ends before the queue is removed.
     let teardown = move || async move {
-        if let Some(task) = events_task {
-            task.abort();
-        }
-        let made = made.lock().unwrap().take();
-        if let Some(made) = made {
-            let _ = tokio::time::timeout(TEARDOWN, made.remove(&sqs, &sns)).await;
+        if let Some(events) = events {
+            events.stop().await;
         }
     };
     // Handlers are in place before readiness is reported, so that a signal sent as soon as the
