@@ -234,6 +234,9 @@ pub fn spawn_foreground(
         .args(["--endpoint-url", url])
         .args(args)
         .env("NOTIFY_SOCKET", notify)
+        // Each mount paces alone: the --max-tps schedule a host's mounts share would make one
+        // test's (or bench row's) calls wait on another's.
+        .env("SSMFS_RUNTIME_DIR", mnt.with_extension("run"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
