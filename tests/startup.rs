@@ -108,6 +108,29 @@ fn missing_credentials_say_how_to_provide_them() {
 }
 
 #[test]
+fn a_host_without_ca_certificates_is_told_what_to_install() {
+    // A minimal image without ca-certificates: the SDK's HTTPS client would panic.
+    let (dir, mnt) = mountpoint();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let (ok, stderr) = run(ssmfs()
+        .arg("/app")
+        .arg(&mnt)
+        .args([
+            "--region",
+            "us-east-1",
+            "--endpoint-url",
+            "http://127.0.0.1:9",
+        ])
+        .env("SSL_CERT_FILE", &empty)
+        .env("SSL_CERT_DIR", dir.path().join("none")));
+    assert!(!ok);
+    let line = one_line(&stderr);
+    assert!(line.contains("install ca-certificates"), "{line}");
+    assert!(!is_mounted(&mnt));
+}
+
+#[test]
 fn bad_source_and_options_are_rejected_before_anything() {
     let (_dir, mnt) = mountpoint();
     for source in ["app", "/a//b", "s3:/x"] {

@@ -56,11 +56,8 @@ pub fn main(cli: Cli) -> ExitCode {
     // Inherited across the fork below.
     // SAFETY: prctl with these arguments only changes this process's dumpable flag.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    if let Err(msg) = check_mountpoint(&cli.mountpoint) {
-        eprintln!("ssmfs: {msg}");
-        return ExitCode::from(2);
-    }
-    if let Err(msg) = init_logging(&cli) {
+    if let Err(msg) = check_mountpoint(&cli.mountpoint).and_then(|()| init_logging(&cli)) {
+        daemon::notify_failed(&msg);
         eprintln!("ssmfs: {msg}");
         return ExitCode::from(2);
     }
@@ -85,6 +82,19 @@ pub fn main(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The SDK's HTTPS client panics when the system has no CA certificates (a minimal image without
+/// ca-certificates), even for an http:// endpoint; this says what to install instead.
+fn check_trust_roots() -> Result<(), String> {
+    if rustls_native_certs::load_native_certs().certs.is_empty() {
+        return Err(
+            "no CA certificates found to check AWS's TLS certificates with: install \
+                    ca-certificates, or point SSL_CERT_FILE at a PEM bundle"
+                .to_string(),
+        );
+    }
+    Ok(())
 }
 
 fn check_mountpoint(path: &Path) -> Result<(), String> {
@@ -439,6 +449,7 @@ fn listeners<B: Backend>(
 }
 
 async fn aws_config(cli: &Cli) -> Result<SdkConfig, String> {
+    check_trust_roots()?;
     // Retries are ssmfs's own (see `ApiCalls::call`), so that every throttled attempt is
     // counted and the whole of a call stays within its deadline.
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
