@@ -187,7 +187,7 @@ fn the_unit_passes_systemd_analyze_verify() {
     .unwrap();
     assert!(unit.contains("ExecStart=/usr/bin/ssmfs --foreground"));
     assert!(unit.contains("Type=notify"));
-    assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
+    assert!(unit.contains(r#"ExecReload=/bin/sh -c 'kill -HUP "$$MAINPID"'"#));
     // Each of these gives the service its own mount namespace, where the mount would be hidden.
     for option in [
         "ProtectSystem=",
