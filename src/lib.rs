@@ -3,13 +3,15 @@
 //! Layers, from the kernel down: [`fuse`] (the fuser adapter) → [`fs`] (the filesystem core:
 //! paths, inodes, freshness) over [`fs::tree`] (what is known, and since when) → [`backend`] (the
 //! AWS API behind a trait, with an in-memory implementation for tests); [`kernel`] sends the
-//! kernel its invalidations off the request path. [`mount`] wires them together for the binary.
+//! kernel its invalidations off the request path. [`mount`] wires them together for the binary;
+//! [`docker`] is its Docker volume driver, which makes each volume's mount an ssmfs process.
 
 pub mod backend;
 pub mod batch;
 pub mod capped;
 pub mod content;
 pub mod digest;
+pub mod docker;
 pub mod error;
 pub mod events;
 pub mod filter;

@@ -320,6 +320,41 @@ impl Cli {
         Ok(cli)
     }
 
+    /// The options of a mount given one `key=value` at a time, as a Docker volume's are
+    /// (`-o max_age=60 -o allow_other`, a key alone for a flag): each becomes its long option,
+    /// commas and all. The whole, with `source`, is checked as the command line would be.
+    /// Returns the arguments to give before SOURCE and MOUNTPOINT, or what is wrong, in one line.
+    pub fn options_args<'a>(
+        source: &str,
+        options: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Vec<String>, String> {
+        let mut args = Vec::new();
+        for (key, value) in options {
+            let opt = match value {
+                "" => key.to_string(),
+                value => format!("{key}={value}"),
+            };
+            let mut flags = MountFlags::default();
+            match mount_option(&opt, &mut flags)? {
+                Some(long) => args.push(long),
+                None if flags.read_only => args.push("-oro".to_string()),
+                None if flags.no_exec => args.push("-onoexec".to_string()),
+                None => {}
+            }
+        }
+        let check = ["ssmfs", source, "/"]
+            .into_iter()
+            .map(String::from)
+            .chain(args.iter().cloned());
+        Cli::parse_args(check).map_err(|err| {
+            // clap's first line, without its "error: " and the usage after it.
+            let text = err.to_string();
+            let line = text.lines().next().unwrap_or_default();
+            line.strip_prefix("error: ").unwrap_or(line).to_string()
+        })?;
+        Ok(args)
+    }
+
     /// Adds the command given in `SSMFS_ON_CHANGE` (`value`) to those of the command line; an
     /// empty one is none.
     pub fn add_on_change(&mut self, value: Option<OsString>) -> Result<(), String> {
@@ -637,6 +672,50 @@ mod tests {
         let err = parse(&["/app", "/mnt", "-o", "max_age=soon"]).unwrap_err();
         assert!(err.contains("soon"), "{err}");
         assert!(parse(&["/app", "/mnt", "-o", "help"]).is_err());
+    }
+
+    #[test]
+    fn options_given_one_by_one_keep_their_commas_and_are_checked() {
+        let args = Cli::options_args(
+            "ssm:/app",
+            [
+                ("max_age", "60"),
+                ("allow_other", ""),
+                ("on_change", "db=a,b"),
+                ("ro", ""),
+                ("_netdev", ""),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            args,
+            [
+                "--max-age=60",
+                "--allow-other",
+                "--on-change=db=a,b",
+                "-oro"
+            ]
+        );
+        let mut line = vec!["ssmfs".to_string(), "/app".into(), "/mnt".into()];
+        line.extend(args);
+        let cli = Cli::parse_args(line).unwrap();
+        assert_eq!(cli.on_change[0].path, "db");
+        assert_eq!(cli.on_change[0].command, "a,b");
+        assert!(cli.mount_flags.read_only);
+
+        let err = Cli::options_args("/app", [("max_agee", "5")]).unwrap_err();
+        assert!(
+            err.starts_with("unknown mount option 'max_agee=5'"),
+            "{err}"
+        );
+        let err = Cli::options_args("/app", [("max_age", "soon")]).unwrap_err();
+        assert!(
+            err.contains("'soon' is not a whole number of seconds"),
+            "{err}"
+        );
+        assert!(!err.contains('\n') && !err.starts_with("error"), "{err}");
+        let err = Cli::options_args("app", []).unwrap_err();
+        assert!(err.contains("must start with '/'"), "{err}");
     }
 
     #[test]

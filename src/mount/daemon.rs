@@ -62,6 +62,7 @@ impl Readiness {
 
     /// Reports a start-up failure.
     pub fn failed(&mut self, message: &str) {
+        notify_failed(message);
         match self.pipe.take() {
             Some(mut pipe) => {
                 let _ = pipe.write_all(message.as_bytes());
@@ -76,6 +77,14 @@ pub fn notify_status(line: &str) {
     if !line.is_empty() {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(line)]);
     }
+}
+
+/// Tells systemd, or whoever set NOTIFY_SOCKET (the Docker volume plugin), why start-up failed:
+/// `systemctl status` shows it, and the plugin passes it on to `docker`.
+pub fn notify_failed(message: &str) {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
+        "failed: {message}"
+    ))]);
 }
 
 pub fn notify_stopping() {

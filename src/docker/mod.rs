@@ -1,0 +1,193 @@
+//! `ssmfs docker-plugin`: a Docker volume driver. It serves Docker's volume plugin protocol
+//! ([`api`]) over HTTP on a Unix socket, `/run/docker/plugins/ssmfs.sock` by default, where
+//! dockerd finds it as the driver `ssmfs`:
+//!
+//! ```text
+//! docker volume create -d ssmfs -o source=ssm:/app -o max_age=60 appcfg
+//! docker run --rm -v appcfg:/config:ro app cat /config/db/password
+//! ```
+//!
+//! [`volumes`] keeps the volumes and who uses them, in `/var/lib/ssmfs/docker`; [`process`]
+//! makes each mount an ssmfs process of its own. The plugin holds no values: stopping or
+//! restarting it leaves every mount serving, and it takes them up again when it starts.
+
+pub mod api;
+pub mod process;
+pub mod volumes;
+
+use std::convert::Infallible;
+use std::io::IsTerminal;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{debug, info};
+
+use process::Processes;
+use volumes::Volumes;
+
+/// Serve Docker's volume plugin API: `docker volume create -d ssmfs -o source=ssm:/app NAME`
+/// makes a volume of parameters or secrets; every ssmfs mount option works as `-o key=value`.
+#[derive(Parser, Debug)]
+#[command(name = "ssmfs docker-plugin", version)]
+pub struct PluginCli {
+    /// The socket dockerd finds the driver by; the driver's name is the file's name without
+    /// `.sock`.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/run/docker/plugins/ssmfs.sock"
+    )]
+    pub socket: PathBuf,
+
+    /// Where the volumes are kept (volumes.json) and mounted (mounts/NAME).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/ssmfs/docker")]
+    pub state_dir: PathBuf,
+
+    /// The plugin's log level: error, warn, info, debug or trace. Each mount logs at its
+    /// volume's log_level option (info by default), to the same place.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Requests are small JSON documents; anything larger is refused.
+const MAX_BODY: usize = 1 << 20;
+
+/// Runs the plugin until SIGTERM or SIGINT. `args` starts with the program's name.
+pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
+    let cli = match PluginCli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let filter = tracing_subscriber::EnvFilter::new(format!("error,ssmfs={}", cli.log_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start: {e}")),
+    };
+    match runtime.block_on(serve(&cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => fail(&msg),
+    }
+}
+
+fn fail(msg: &str) -> ExitCode {
+    crate::mount::daemon::notify_failed(msg);
+    eprintln!("ssmfs docker-plugin: {msg}");
+    ExitCode::FAILURE
+}
+
+async fn serve(cli: &PluginCli) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the ssmfs binary: {e}"))?;
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map_err(|e| format!("cannot read the boot ID: {e}"))?;
+    let mounter = Processes::new(exe, cli.state_dir.join("mounts"));
+    let volumes = Arc::new(Volumes::open(&cli.state_dir, boot.trim(), mounter)?);
+    volumes.restore().await;
+    let listener = listen(&cli.socket)?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    info!(socket = %cli.socket.display(), state = %cli.state_dir.display(), "serving Docker's volume plugin API");
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    debug!(error = %err, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        };
+        let volumes = volumes.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| respond(volumes.clone(), req));
+            if let Err(err) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                debug!(error = %err, "plugin connection ended");
+            }
+        });
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    let _ = std::fs::remove_file(&cli.socket);
+    info!("stopped; the volumes' mounts go on serving");
+    Ok(())
+}
+
+/// Binds the socket, replacing one a previous run left, readable and writable by root alone:
+/// whoever can call the plugin can mount.
+fn listen(path: &Path) -> Result<UnixListener, String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)
+        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
+    Ok(listener)
+}
+
+async fn respond(
+    volumes: Arc<Volumes<Processes>>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let reply = |status: StatusCode, body: Vec<u8>| {
+        Ok(Response::builder()
+            .status(status)
+            .header(hyper::header::CONTENT_TYPE, api::CONTENT_TYPE)
+            .body(Full::new(Bytes::from(body)))
+            .expect("a valid response"))
+    };
+    if req.method() != Method::POST {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            b"{\"Err\":\"POST only\"}".to_vec(),
+        );
+    }
+    let path = req.uri().path().to_string();
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            return reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                b"{\"Err\":\"too large\"}".to_vec(),
+            )
+        }
+    };
+    // Activate, List and Capabilities may come with no body at all.
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &body
+    };
+    let answer = api::answer(&volumes, &path, body).await;
+    reply(
+        StatusCode::OK,
+        serde_json::to_vec(&answer).expect("plain JSON"),
+    )
+}

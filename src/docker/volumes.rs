@@ -1,0 +1,334 @@
+//! The plugin's volumes: the options each was created with, the containers that hold its mount,
+//! and the file that keeps both across restarts of the plugin (`volumes.json` in the state
+//! directory, written whole and renamed into place, so a crash leaves the old or the new one).
+//!
+//! The rules: the first container to use a volume mounts it, later ones share that mount, and
+//! the last one to leave unmounts it, counted by Docker's mount IDs. A mount found dead (its
+//! process gone) is mounted again at the next use. Mounting itself is behind [`Mounter`], so the
+//! rules are tested without FUSE.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use crate::mount::cli::Cli;
+
+/// What is at a volume's mountpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// A FUSE mount that answers.
+    Live,
+    /// A FUSE mount whose process is gone ("Transport endpoint is not connected").
+    Dead,
+    /// No mount.
+    Nothing,
+}
+
+/// Makes and removes the mounts.
+pub trait Mounter: Send + Sync {
+    /// Mounts `source` at `at` with `args` (ssmfs options) and returns once the mount is live,
+    /// or with what went wrong, in words fit for `docker` to show.
+    fn mount(
+        &self,
+        name: &str,
+        source: &str,
+        args: &[String],
+        at: &Path,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    fn found(&self, at: &Path) -> Found;
+    /// Unmounts `at`, detaching it if something on the host still holds it open.
+    fn unmount(&self, at: &Path) -> Result<(), String>;
+}
+
+/// A volume as `volumes.json` keeps it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    /// The `-o` options of `docker volume create`, `source` among them.
+    pub options: BTreeMap<String, String>,
+    /// Docker's IDs of the mounts of this volume that containers hold.
+    #[serde(default)]
+    pub users: BTreeSet<String>,
+    /// When it was created, in RFC 3339.
+    #[serde(default)]
+    pub created_at: String,
+}
+
+impl Volume {
+    fn source(&self) -> &str {
+        self.options.get("source").map_or("", String::as_str)
+    }
+
+    /// The ssmfs options other than `source`, as arguments.
+    fn args(&self) -> Result<Vec<String>, String> {
+        let options = self
+            .options
+            .iter()
+            .filter(|(key, _)| key.as_str() != "source")
+            .map(|(key, value)| (key.as_str(), value.as_str()));
+        Cli::options_args(self.source(), options)
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Saved {
+    /// The boot the users were counted in: after a reboot no mount and no container is left.
+    boot: String,
+    volumes: BTreeMap<String, Volume>,
+}
+
+/// A volume as Docker's `Get` and `List` show it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Shown {
+    pub name: String,
+    /// Where it is mounted, while it is.
+    pub mountpoint: Option<PathBuf>,
+    pub source: String,
+    pub containers: usize,
+    pub created_at: String,
+}
+
+pub struct Volumes<M> {
+    dir: PathBuf,
+    saved: Mutex<Saved>,
+    mounter: M,
+}
+
+const FILE: &str = "volumes.json";
+
+impl<M: Mounter> Volumes<M> {
+    /// Opens the state in `dir` (made 0700 if missing). `boot` names this boot of the host: the
+    /// containers counted in another boot are forgotten.
+    pub fn open(dir: &Path, boot: &str, mounter: M) -> Result<Self, String> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir.join("mounts"))
+            .map_err(|e| format!("cannot make {}: {e}", dir.join("mounts").display()))?;
+        let path = dir.join(FILE);
+        let mut saved: Saved = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                format!(
+                    "{} is not the plugin's state ({e}); move it away to start with no volumes",
+                    path.display()
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Saved::default(),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        if saved.boot != boot {
+            for volume in saved.volumes.values_mut() {
+                volume.users.clear();
+            }
+            saved.boot = boot.to_string();
+        }
+        let volumes = Volumes {
+            dir: dir.to_path_buf(),
+            saved: Mutex::new(saved),
+            mounter,
+        };
+        volumes.save(&volumes.saved.try_lock().expect("not shared yet"))?;
+        Ok(volumes)
+    }
+
+    /// After a restart of the plugin: each volume that containers hold is kept if its mount is
+    /// live (its process outlived the plugin), or else mounted again.
+    pub async fn restore(&self) {
+        let saved = self.saved.lock().await;
+        for (name, volume) in &saved.volumes {
+            if volume.users.is_empty() {
+                continue;
+            }
+            let at = self.mountpoint(name);
+            match self.ensure_mounted(name, volume, &at).await {
+                Ok(()) => info!(volume = %name, "volume mounted for its containers"),
+                Err(err) => warn!(volume = %name, "cannot mount the volume again: {err}"),
+            }
+        }
+    }
+
+    pub async fn create(
+        &self,
+        name: &str,
+        options: BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        check_name(name)?;
+        let volume = Volume {
+            options,
+            users: BTreeSet::new(),
+            created_at: aws_smithy_types::DateTime::from(std::time::SystemTime::now())
+                .fmt(aws_smithy_types::date_time::Format::DateTime)
+                .unwrap_or_default(),
+        };
+        if volume.source().is_empty() {
+            return Err(
+                "no source: give -o source=ssm:/PATH or -o source=secretsmanager:PREFIX, \
+                        e.g. -o source=ssm:/app"
+                    .to_string(),
+            );
+        }
+        volume.args()?;
+        let mut saved = self.saved.lock().await;
+        match saved.volumes.get(name) {
+            Some(known) if known.options == volume.options => return Ok(()),
+            Some(_) => {
+                return Err(format!(
+                    "volume {name} exists with other options: remove it first"
+                ))
+            }
+            None => {}
+        }
+        saved.volumes.insert(name.to_string(), volume);
+        self.save(&saved)
+    }
+
+    pub async fn remove(&self, name: &str) -> Result<(), String> {
+        let mut saved = self.saved.lock().await;
+        let volume = saved.volumes.get(name).ok_or_else(|| no_such(name))?;
+        let at = self.mountpoint(name);
+        if !volume.users.is_empty() && self.mounter.found(&at) == Found::Live {
+            return Err(format!(
+                "volume {name} is in use by {} container(s)",
+                volume.users.len()
+            ));
+        }
+        if self.mounter.found(&at) != Found::Nothing {
+            self.mounter.unmount(&at)?;
+        }
+        let _ = std::fs::remove_dir(&at);
+        saved.volumes.remove(name);
+        self.save(&saved)
+    }
+
+    /// A container starts with the volume: mounts it if it is not, and counts `id`.
+    pub async fn mount(&self, name: &str, id: &str) -> Result<PathBuf, String> {
+        let mut saved = self.saved.lock().await;
+        let volume = saved.volumes.get(name).ok_or_else(|| no_such(name))?;
+        let at = self.mountpoint(name);
+        self.ensure_mounted(name, volume, &at).await?;
+        let volume = saved.volumes.get_mut(name).expect("looked up above");
+        volume.users.insert(id.to_string());
+        self.save(&saved)?;
+        Ok(at)
+    }
+
+    /// A container that used the volume is gone: the last one out unmounts it.
+    pub async fn unmount(&self, name: &str, id: &str) -> Result<(), String> {
+        let mut saved = self.saved.lock().await;
+        let volume = saved.volumes.get_mut(name).ok_or_else(|| no_such(name))?;
+        volume.users.remove(id);
+        let last = volume.users.is_empty();
+        self.save(&saved)?;
+        let at = self.mountpoint(name);
+        if last && self.mounter.found(&at) != Found::Nothing {
+            self.mounter.unmount(&at)?;
+            info!(volume = %name, "unmounted: no container uses it");
+        }
+        Ok(())
+    }
+
+    /// Where the volume is mounted, if it is.
+    pub async fn path(&self, name: &str) -> Result<Option<PathBuf>, String> {
+        let saved = self.saved.lock().await;
+        saved.volumes.get(name).ok_or_else(|| no_such(name))?;
+        Ok(self.mounted_at(name))
+    }
+
+    pub async fn get(&self, name: &str) -> Result<Shown, String> {
+        let saved = self.saved.lock().await;
+        let volume = saved.volumes.get(name).ok_or_else(|| no_such(name))?;
+        Ok(self.show(name, volume))
+    }
+
+    pub async fn list(&self) -> Vec<Shown> {
+        let saved = self.saved.lock().await;
+        saved
+            .volumes
+            .iter()
+            .map(|(name, volume)| self.show(name, volume))
+            .collect()
+    }
+
+    fn show(&self, name: &str, volume: &Volume) -> Shown {
+        Shown {
+            name: name.to_string(),
+            mountpoint: self.mounted_at(name),
+            source: volume.source().to_string(),
+            containers: volume.users.len(),
+            created_at: volume.created_at.clone(),
+        }
+    }
+
+    fn mounted_at(&self, name: &str) -> Option<PathBuf> {
+        let at = self.mountpoint(name);
+        (self.mounter.found(&at) == Found::Live).then_some(at)
+    }
+
+    async fn ensure_mounted(&self, name: &str, volume: &Volume, at: &Path) -> Result<(), String> {
+        match self.mounter.found(at) {
+            Found::Live => return Ok(()),
+            Found::Dead => {
+                warn!(volume = %name, "the volume's mount process is gone: mounting it again");
+                self.mounter.unmount(at)?;
+            }
+            Found::Nothing => {}
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(at)
+            .map_err(|e| format!("cannot make the mountpoint {}: {e}", at.display()))?;
+        let args = volume.args()?;
+        self.mounter.mount(name, volume.source(), &args, at).await
+    }
+
+    fn mountpoint(&self, name: &str) -> PathBuf {
+        self.dir.join("mounts").join(name)
+    }
+
+    fn save(&self, saved: &Saved) -> Result<(), String> {
+        let path = self.dir.join(FILE);
+        let tmp = self.dir.join(format!("{FILE}.tmp"));
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.write_all(&serde_json::to_vec_pretty(saved).expect("plain data"))?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        };
+        write().map_err(|e| format!("cannot save {}: {e}", path.display()))
+    }
+}
+
+fn no_such(name: &str) -> String {
+    format!("no such volume: {name}")
+}
+
+/// Docker's own rule for volume names, which also keeps a name one path component.
+fn check_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if !first_ok
+        || name.len() < 2
+        || name.len() > 255
+        || !chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        return Err(format!(
+            "'{name}' is not a volume name: use letters, digits and _.- , starting with a letter \
+             or digit"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
