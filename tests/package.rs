@@ -33,6 +33,7 @@ fn the_debian_package_installs_binary_unit_man_page_and_completions() {
     assert!(info.contains("Package: ssmfs"), "{info}");
     let depends = info.lines().find(|l| l.starts_with("Depends:")).unwrap();
     assert!(depends.contains("fuse3"), "{depends}");
+    assert!(depends.contains("ca-certificates"), "{depends}");
 
     let unpacked = tempfile::tempdir().unwrap();
     run(Command::new("dpkg-deb")
@@ -43,6 +44,7 @@ fn the_debian_package_installs_binary_unit_man_page_and_completions() {
     for file in [
         "usr/bin/ssmfs",
         "lib/systemd/system/ssmfs@.service",
+        "lib/systemd/system/ssmfs-docker.service",
         "usr/share/doc/ssmfs/examples/ssmfs.conf.example",
         "usr/share/bash-completion/completions/ssmfs",
         "usr/share/zsh/vendor-completions/_ssmfs",

@@ -178,51 +178,65 @@ fn metrics_show_the_figures_of_stats_in_prometheus_format() {
     assert!(out.contains("choose a free port"), "{out}");
 }
 
-/// The unit as shipped, with ExecStart pointing at this build; any warning fails.
+/// The units as shipped, with ExecStart pointing at this build; any warning fails.
 #[test]
-fn the_unit_passes_systemd_analyze_verify() {
-    let unit = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/ssmfs@.service"),
-    )
-    .unwrap();
-    assert!(unit.contains("ExecStart=/usr/bin/ssmfs --foreground"));
-    assert!(unit.contains("Type=notify"));
-    assert!(unit.contains(r#"ExecReload=/bin/sh -c 'kill -HUP "$$MAINPID"'"#));
-    // Each of these gives the service its own mount namespace, where the mount would be hidden.
-    for option in [
-        "ProtectSystem=",
-        "ProtectHome=",
-        "PrivateTmp=",
-        "PrivateDevices=",
-        "PrivateUsers=",
-        "ProtectKernelTunables=",
-        "ProtectKernelModules=",
-        "ProtectKernelLogs=",
-        "ProtectControlGroups=",
-        "ProtectProc=",
-        "ReadOnlyPaths=",
+fn the_units_pass_systemd_analyze_verify() {
+    for (file, instance) in [
+        ("ssmfs@.service", "ssmfs@test.service"),
+        ("ssmfs-docker.service", "ssmfs-docker.service"),
     ] {
+        let unit = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("systemd")
+                .join(file),
+        )
+        .unwrap();
+        assert!(unit.contains("Type=notify"), "{file}");
+        if file == "ssmfs@.service" {
+            assert!(unit.contains("ExecStart=/usr/bin/ssmfs --foreground"));
+            assert!(unit.contains(r#"ExecReload=/bin/sh -c 'kill -HUP "$$MAINPID"'"#));
+        } else {
+            assert!(unit.contains("ExecStart=/usr/bin/ssmfs docker-plugin"));
+            // Restarting the plugin must leave the volumes' mount processes serving.
+            assert!(unit.contains("KillMode=process"));
+        }
+        // Each of these gives the service its own mount namespace, where the mount would be
+        // hidden.
+        for option in [
+            "ProtectSystem=",
+            "ProtectHome=",
+            "PrivateTmp=",
+            "PrivateDevices=",
+            "PrivateUsers=",
+            "ProtectKernelTunables=",
+            "ProtectKernelModules=",
+            "ProtectKernelLogs=",
+            "ProtectControlGroups=",
+            "ProtectProc=",
+            "ReadOnlyPaths=",
+        ] {
+            assert!(
+                !unit.lines().any(|l| l.starts_with(option)),
+                "{file}: {option} would hide the mount from the host"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let instance = dir.path().join(instance);
+        std::fs::write(
+            &instance,
+            unit.replace("/usr/bin/ssmfs", env!("CARGO_BIN_EXE_ssmfs")),
+        )
+        .unwrap();
+        let out = std::process::Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(&instance)
+            .output()
+            .expect("systemd-analyze (Debian package systemd; scripts/setup installs it)");
+        let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            !unit.lines().any(|l| l.starts_with(option)),
-            "{option} would hide the mount from the host"
+            out.status.success() && stderr.trim().is_empty(),
+            "{file}: {}: {stderr}",
+            out.status
         );
     }
-    let dir = tempfile::tempdir().unwrap();
-    let instance = dir.path().join("ssmfs@test.service");
-    std::fs::write(
-        &instance,
-        unit.replace("/usr/bin/ssmfs", env!("CARGO_BIN_EXE_ssmfs")),
-    )
-    .unwrap();
-    let out = std::process::Command::new("systemd-analyze")
-        .args(["verify", "--man=no"])
-        .arg(&instance)
-        .output()
-        .expect("systemd-analyze (Debian package systemd; scripts/setup installs it)");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stderr.trim().is_empty(),
-        "{}: {stderr}",
-        out.status
-    );
 }
