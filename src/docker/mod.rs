@@ -39,7 +39,11 @@ use volumes::Volumes;
 /// Serve Docker's volume plugin API: `docker volume create -d ssmfs -o source=ssm:/app NAME`
 /// makes a volume of parameters or secrets; every ssmfs mount option works as `-o key=value`.
 #[derive(Parser, Debug)]
-#[command(name = "ssmfs docker-plugin", version)]
+#[command(
+    name = "ssmfs docker-plugin",
+    bin_name = "ssmfs docker-plugin",
+    version
+)]
 pub struct PluginCli {
     /// The socket dockerd finds the driver by; the driver's name is the file's name without
     /// `.sock`.
@@ -54,9 +58,9 @@ pub struct PluginCli {
     #[arg(long, value_name = "DIR", default_value = "/var/lib/ssmfs/docker")]
     pub state_dir: PathBuf,
 
-    /// The plugin's log level: error, warn, info, debug or trace. Each mount logs at its
-    /// volume's log_level option (info by default), to the same place.
-    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    /// The plugin's log level: error, warn, info, debug or trace. Each mount logs to the same
+    /// place, at its volume's log_level option, else at SSMFS_LOG, else at info.
+    #[arg(long, env = "SSMFS_LOG", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
 }
 

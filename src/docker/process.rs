@@ -62,6 +62,8 @@ impl Mounter for Processes {
             .arg(source)
             .arg(at)
             .env("NOTIFY_SOCKET", &socket)
+            // A volume's commands are its own on_change options, not the plugin's.
+            .env_remove(crate::mount::cli::ON_CHANGE_VAR)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .process_group(0)

@@ -26,6 +26,8 @@ Examples:
                                            against a local emulator
   ssmfs /app /mnt/ssm --on-change 'db=systemctl reload app'
                                            reload app when something under db/ changes
+  ssmfs docker-plugin                      serve Docker volumes: docker volume create -d ssmfs
+                                           -o source=ssm:/app NAME (see ssmfs docker-plugin -h)
 
 Then: cat /mnt/ssm/db/password; echo 1 > /mnt/ssm/.refresh forces a refresh; umount /mnt/ssm.
 
