@@ -7,6 +7,14 @@ fn main() -> ExitCode {
     }
     match ssmfs::mount::cli::Cli::parse_args(args) {
         Ok(cli) => ssmfs::mount::main(cli),
-        Err(e) => e.exit(),
+        Err(e) => {
+            if e.use_stderr() {
+                // For whoever started ssmfs through NOTIFY_SOCKET (systemd, the Docker plugin).
+                let text = e.to_string();
+                let line = text.lines().next().unwrap_or_default();
+                ssmfs::mount::daemon::notify_failed(line.strip_prefix("error: ").unwrap_or(line));
+            }
+            e.exit()
+        }
     }
 }

@@ -309,6 +309,18 @@ fn the_volume_driver_cycle_create_share_restart_release_remove() {
         err.contains("'soon' is not a whole number of seconds"),
         "{err}"
     );
+    let err = failed(&[
+        "volume",
+        "create",
+        "-d",
+        d,
+        "-o",
+        "source=/app",
+        "-o",
+        "on_change=touch /x",
+        "bad",
+    ]);
+    assert!(err.contains("--allow-option on_change"), "{err}");
     assert!(!docker_ok(&["volume", "ls", "-q"])
         .lines()
         .any(|v| v == "bad"));
@@ -359,6 +371,19 @@ fn the_volume_driver_cycle_create_share_restart_release_remove() {
     drop(first);
     assert_eq!(second.exec_ok(&["cat", "/config/db/host"]), "db.internal");
     assert_eq!(mount_id(&at), Some(mounted.clone()));
+    // `docker cp` mounts the running container's volume again under its ID, then releases it.
+    let copied = dir.path().join("copied");
+    docker_ok(&[
+        "cp",
+        &format!("{}:/config/db/host", second.name),
+        copied.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read_to_string(&copied).unwrap(), "db.internal");
+    assert_eq!(
+        mount_id(&at),
+        Some(mounted.clone()),
+        "docker cp unmounted it"
+    );
 
     // The plugin restarts while the second runs: the mount is the same one, still serving.
     plugin.stop();

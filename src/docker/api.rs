@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -67,9 +68,14 @@ fn mountpoint(at: Option<PathBuf>) -> String {
 }
 
 /// Answers one call: `path` is the URL path, `body` the request's JSON. Never fails: an error is
-/// the answer's `Err`.
-pub async fn answer<M: Mounter>(volumes: &Volumes<M>, path: &str, body: &[u8]) -> Value {
-    match call(volumes, path, body).await {
+/// the answer's `Err`. The call runs to its end even if Docker stops waiting for it, so that a
+/// mount it started is counted (or its failure logged) rather than left half done.
+pub async fn answer<M: Mounter>(volumes: &Arc<Volumes<M>>, path: &str, body: &[u8]) -> Value {
+    let (volumes, owned_path, body) = (volumes.clone(), path.to_string(), body.to_vec());
+    let outcome = tokio::spawn(async move { call(&volumes, &owned_path, &body).await })
+        .await
+        .unwrap_or_else(|e| Err(format!("the call failed: {e}")));
+    match outcome {
         Ok(value) => value,
         Err(err) => {
             // dockerd asks every driver for a name before it creates a volume: not an event.

@@ -58,6 +58,12 @@ pub struct PluginCli {
     #[arg(long, value_name = "DIR", default_value = "/var/lib/ssmfs/docker")]
     pub state_dir: PathBuf,
 
+    /// Accept this volume option, which acts on the host beyond the mount and is refused
+    /// otherwise: on_change (runs commands as root), template (reads host files), log_file
+    /// (writes a host file), metrics_addr (listens). Repeatable.
+    #[arg(long, value_name = "OPTION")]
+    pub allow_option: Vec<String>,
+
     /// The plugin's log level: error, warn, info, debug or trace. Each mount logs to the same
     /// place, at its volume's log_level option, else at SSMFS_LOG, else at info.
     #[arg(long, env = "SSMFS_LOG", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
@@ -104,10 +110,25 @@ async fn serve(cli: &PluginCli) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the ssmfs binary: {e}"))?;
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map_err(|e| format!("cannot read the boot ID: {e}"))?;
-    let mounter = Processes::new(exe, cli.state_dir.join("mounts"));
-    let volumes = Arc::new(Volumes::open(&cli.state_dir, boot.trim(), mounter)?);
-    volumes.restore().await;
+    let mounter = Processes::new(exe, cli.state_dir.join("mounts"))?;
+    let allowed = cli
+        .allow_option
+        .iter()
+        .map(|o| o.replace('-', "_"))
+        .collect();
+    let volumes = Arc::new(Volumes::open(
+        &cli.state_dir,
+        boot.trim(),
+        allowed,
+        mounter,
+    )?);
     let listener = listen(&cli.socket)?;
+    // Taking up the mounts may wait on AWS: Docker's calls are answered meanwhile, each
+    // volume's in its turn.
+    tokio::spawn({
+        let volumes = volumes.clone();
+        async move { volumes.restore().await }
+    });
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

@@ -7,15 +7,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::statfs::FUSE_SUPER_MAGIC;
 use tokio::net::UnixDatagram;
 use tracing::{info, warn};
 
 use super::volumes::{Found, Mounter};
+use crate::mount::devfuse::FS_TYPE;
 
 /// How long a mount may take to go live. ssmfs's own start-up checks are bounded well below
 /// this, and Docker waits two minutes for a volume driver's `Mount`.
@@ -26,16 +25,50 @@ pub struct Processes {
     exe: PathBuf,
     /// Where the notify sockets of starts in progress are made.
     dir: PathBuf,
-    starts: AtomicU64,
 }
 
+/// How long a mount may take to answer `statfs` before it counts as live but busy.
+const STATFS_LIMIT: Duration = Duration::from_secs(5);
+
+/// The longest path a Unix socket can have (sun_path, less its NUL).
+const SOCKET_PATH_MAX: usize = 107;
+
 impl Processes {
-    pub fn new(exe: PathBuf, dir: PathBuf) -> Self {
-        Processes {
-            exe,
-            dir,
-            starts: AtomicU64::new(0),
+    /// Mounts made by running `exe`, with the notify sockets of their starts in `dir`, where
+    /// the sockets a stopped plugin left are removed.
+    pub fn new(exe: PathBuf, dir: PathBuf) -> Result<Self, String> {
+        let processes = Processes { exe, dir };
+        let longest = processes.socket_path().as_os_str().len();
+        if longest > SOCKET_PATH_MAX {
+            return Err(format!(
+                "{} is too long a path for the sockets made in it ({longest} bytes of at most \
+                 {SOCKET_PATH_MAX}): choose a shorter --state-dir",
+                processes.dir.display()
+            ));
         }
+        if let Ok(entries) = std::fs::read_dir(&processes.dir) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(".ready-") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(processes)
+    }
+
+    /// A name no other start uses, in this run or a later one: a mount's process goes on
+    /// sending STATUS= to the socket of its start for as long as it lives.
+    fn socket_path(&self) -> PathBuf {
+        self.dir.join(format!(".ready-{:016x}", fastrand::u64(..)))
+    }
+}
+
+/// Removes the notify socket when the start is over, or abandoned.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -47,21 +80,16 @@ impl Mounter for Processes {
         args: &[String],
         at: &Path,
     ) -> Result<(), String> {
-        let n = self.starts.fetch_add(1, Ordering::Relaxed);
-        let socket = self.dir.join(format!(".ready-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_file(&socket);
-        let ready = UnixDatagram::bind(&socket)
-            .map_err(|e| format!("cannot make {}: {e}", socket.display()))?;
+        let socket = SocketFile(self.socket_path());
+        let ready = UnixDatagram::bind(&socket.0)
+            .map_err(|e| format!("cannot make {}: {e}", socket.0.display()))?;
         let started = tokio::process::Command::new(&self.exe)
             .arg("--foreground")
-            // Containers read as any user; the directory above the mountpoints is root's alone,
-            // so the host's other users still cannot reach the mount.
-            .arg("--allow-other")
             .args(args)
             .arg("--")
             .arg(source)
             .arg(at)
-            .env("NOTIFY_SOCKET", &socket)
+            .env("NOTIFY_SOCKET", &socket.0)
             // A volume's commands are its own on_change options, not the plugin's.
             .env_remove(crate::mount::cli::ON_CHANGE_VAR)
             .stdin(Stdio::null())
@@ -69,21 +97,35 @@ impl Mounter for Processes {
             .process_group(0)
             .kill_on_drop(false)
             .spawn();
-        let outcome = match started {
+        match started {
             Ok(child) => wait_ready(name, child, &ready).await,
             Err(e) => Err(format!("cannot run {}: {e}", self.exe.display())),
-        };
-        let _ = std::fs::remove_file(&socket);
-        outcome
+        }
     }
 
-    fn found(&self, at: &Path) -> Found {
-        match nix::sys::statfs::statfs(at) {
-            Err(Errno::ENOTCONN) => Found::Dead,
-            Err(_) => Found::Nothing,
-            Ok(fs) if fs.filesystem_type() != FUSE_SUPER_MAGIC => Found::Nothing,
-            // The parent, on another filesystem, is never FUSE: this is the mount itself.
+    fn mounted(&self, at: &Path) -> bool {
+        let Ok(mounts) = procfs::process::Process::myself().and_then(|p| p.mountinfo()) else {
+            return false;
+        };
+        mounts
+            .into_iter()
+            .rfind(|m| m.mount_point == at)
+            .is_some_and(|m| m.fs_type == FS_TYPE)
+    }
+
+    async fn found(&self, at: &Path) -> Found {
+        if !self.mounted(at) {
+            return Found::Nothing;
+        }
+        let path = at.to_path_buf();
+        let asked = tokio::task::spawn_blocking(move || nix::sys::statfs::statfs(&path));
+        match tokio::time::timeout(STATFS_LIMIT, asked).await {
+            Ok(Ok(Err(Errno::ENOTCONN))) => Found::Dead,
             Ok(_) => Found::Live,
+            Err(_) => {
+                warn!(mountpoint = %at.display(), "the mount is slow to answer; taking it as live");
+                Found::Live
+            }
         }
     }
 
@@ -110,19 +152,19 @@ async fn wait_ready(
     tokio::pin!(limit);
     let outcome = loop {
         tokio::select! {
+            // A child that fails sends STATUS= before it exits: read what it sent first.
+            biased;
             received = ready.recv(&mut buf) => {
-                let Ok(len) = received else { continue };
-                let text = String::from_utf8_lossy(&buf[..len]);
-                for line in text.lines() {
-                    if let Some(said) = line.strip_prefix("STATUS=") {
-                        status = Some(said.to_string());
+                if let Ok(len) = received {
+                    if heard(&buf[..len], &mut status) {
+                        break Ok(());
                     }
-                }
-                if text.lines().any(|line| line == "READY=1") {
-                    break Ok(());
                 }
             }
             exited = child.wait() => {
+                while let Ok(len) = ready.try_recv(&mut buf) {
+                    heard(&buf[..len], &mut status);
+                }
                 let why = status.take().unwrap_or_else(|| match exited {
                     Ok(code) => format!("the mount process ended ({code}); see the plugin's log"),
                     Err(e) => format!("the mount process was lost: {e}"),
@@ -147,4 +189,17 @@ async fn wait_ready(
         }
     });
     outcome
+}
+
+/// Reads one notify datagram: keeps its STATUS= in `status`; true for READY=1.
+fn heard(datagram: &[u8], status: &mut Option<String>) -> bool {
+    let text = String::from_utf8_lossy(datagram);
+    let mut ready = false;
+    for line in text.lines() {
+        if let Some(said) = line.strip_prefix("STATUS=") {
+            *status = Some(said.to_string());
+        }
+        ready |= line == "READY=1";
+    }
+    ready
 }

@@ -3,18 +3,24 @@
 //! directory, written whole and renamed into place, so a crash leaves the old or the new one).
 //!
 //! The rules: the first container to use a volume mounts it, later ones share that mount, and
-//! the last one to leave unmounts it, counted by Docker's mount IDs. A mount found dead (its
-//! process gone) is mounted again at the next use. Mounting itself is behind [`Mounter`], so the
-//! rules are tested without FUSE.
+//! the last one to leave unmounts it, counted by Docker's mount IDs (an ID may be mounted more
+//! than once: `docker cp` mounts a running container's volumes again under its ID). A mount
+//! found dead (its process gone) is mounted again at the next use; a live mount that no one
+//! holds is unmounted when the plugin starts.
+//!
+//! Each volume has a gate that orders its mounts, unmounts and removal; the table itself is
+//! locked only for moments, never across a mount's start, so one slow volume does not hold up
+//! Docker's calls about the others. Mounting itself is behind [`Mounter`], so that the rules are
+//! tested without FUSE.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use crate::mount::cli::Cli;
@@ -22,16 +28,16 @@ use crate::mount::cli::Cli;
 /// What is at a volume's mountpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Found {
-    /// A FUSE mount that answers.
+    /// An ssmfs mount that answers.
     Live,
-    /// A FUSE mount whose process is gone ("Transport endpoint is not connected").
+    /// An ssmfs mount whose process is gone ("Transport endpoint is not connected").
     Dead,
     /// No mount.
     Nothing,
 }
 
 /// Makes and removes the mounts.
-pub trait Mounter: Send + Sync {
+pub trait Mounter: Send + Sync + 'static {
     /// Mounts `source` at `at` with `args` (ssmfs options) and returns once the mount is live,
     /// or with what went wrong, in words fit for `docker` to show.
     fn mount(
@@ -41,19 +47,31 @@ pub trait Mounter: Send + Sync {
         args: &[String],
         at: &Path,
     ) -> impl Future<Output = Result<(), String>> + Send;
-    fn found(&self, at: &Path) -> Found;
+    /// Whether an ssmfs mount is at `at`, from the mount table: never waits on a daemon.
+    fn mounted(&self, at: &Path) -> bool;
+    /// Whether the mount at `at` answers; asks its daemon, for a bounded time.
+    fn found(&self, at: &Path) -> impl Future<Output = Found> + Send;
     /// Unmounts `at`, detaching it if something on the host still holds it open.
     fn unmount(&self, at: &Path) -> Result<(), String>;
 }
+
+/// Options that act on the host beyond the mount, refused unless the plugin is started with
+/// `--allow-option NAME`: a volume's options come from whoever may create Docker volumes.
+pub const HOST_OPTIONS: &[(&str, &str)] = &[
+    ("on_change", "runs commands on the host, as root"),
+    ("template", "reads files of the host"),
+    ("log_file", "writes a file of the host"),
+    ("metrics_addr", "listens on the host's network"),
+];
 
 /// A volume as `volumes.json` keeps it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Volume {
     /// The `-o` options of `docker volume create`, `source` among them.
     pub options: BTreeMap<String, String>,
-    /// Docker's IDs of the mounts of this volume that containers hold.
+    /// Docker's IDs of the mounts of this volume, each with how many times it is mounted.
     #[serde(default)]
-    pub users: BTreeSet<String>,
+    pub users: BTreeMap<String, u32>,
     /// When it was created, in RFC 3339.
     #[serde(default)]
     pub created_at: String,
@@ -64,14 +82,18 @@ impl Volume {
         self.options.get("source").map_or("", String::as_str)
     }
 
-    /// The ssmfs options other than `source`, as arguments.
+    /// The ssmfs options other than `source`, as arguments. `allow_other` is always among them:
+    /// containers read as any user (the mountpoints' parent keeps the host's users out).
     fn args(&self) -> Result<Vec<String>, String> {
         let options = self
             .options
             .iter()
             .filter(|(key, _)| key.as_str() != "source")
             .map(|(key, value)| (key.as_str(), value.as_str()));
-        Cli::options_args(self.source(), options)
+        Cli::options_args(
+            self.source(),
+            [("allow_other", "")].into_iter().chain(options),
+        )
     }
 }
 
@@ -96,6 +118,9 @@ pub struct Shown {
 pub struct Volumes<M> {
     dir: PathBuf,
     saved: Mutex<Saved>,
+    gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The [`HOST_OPTIONS`] this plugin accepts.
+    allowed: BTreeSet<String>,
     mounter: M,
 }
 
@@ -104,7 +129,22 @@ const FILE: &str = "volumes.json";
 impl<M: Mounter> Volumes<M> {
     /// Opens the state in `dir` (made 0700 if missing). `boot` names this boot of the host: the
     /// containers counted in another boot are forgotten.
-    pub fn open(dir: &Path, boot: &str, mounter: M) -> Result<Self, String> {
+    pub fn open(
+        dir: &Path,
+        boot: &str,
+        allowed: BTreeSet<String>,
+        mounter: M,
+    ) -> Result<Self, String> {
+        if let Some(bad) = allowed
+            .iter()
+            .find(|a| !HOST_OPTIONS.iter().any(|(o, _)| o == a))
+        {
+            let names: Vec<_> = HOST_OPTIONS.iter().map(|(o, _)| *o).collect();
+            return Err(format!(
+                "--allow-option {bad}: only options that act on the host need allowing: {}",
+                names.join(", ")
+            ));
+        }
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -127,26 +167,39 @@ impl<M: Mounter> Volumes<M> {
             }
             saved.boot = boot.to_string();
         }
-        let volumes = Volumes {
+        save(dir, &saved)?;
+        Ok(Volumes {
             dir: dir.to_path_buf(),
             saved: Mutex::new(saved),
+            gates: Mutex::new(HashMap::new()),
+            allowed,
             mounter,
-        };
-        volumes.save(&volumes.saved.try_lock().expect("not shared yet"))?;
-        Ok(volumes)
+        })
     }
 
-    /// After a restart of the plugin: each volume that containers hold is kept if its mount is
-    /// live (its process outlived the plugin), or else mounted again.
+    /// After a restart of the plugin: each volume that containers hold keeps its mount if it is
+    /// live (its process outlived the plugin), or is mounted again; a live mount that no one
+    /// holds (its start outlived a plugin that stopped meanwhile) is unmounted.
     pub async fn restore(&self) {
-        let saved = self.saved.lock().await;
-        for (name, volume) in &saved.volumes {
+        let names: Vec<String> = self.lock().volumes.keys().cloned().collect();
+        for name in names {
+            let gate = self.gate(&name);
+            let _turn = gate.lock().await;
+            let Some(volume) = self.lock().volumes.get(&name).cloned() else {
+                continue;
+            };
+            let at = self.mountpoint(&name);
             if volume.users.is_empty() {
+                if self.mounter.mounted(&at) {
+                    match self.mounter.unmount(&at) {
+                        Ok(()) => info!(volume = %name, "unmounted: no container uses it"),
+                        Err(err) => warn!(volume = %name, "{err}"),
+                    }
+                }
                 continue;
             }
-            let at = self.mountpoint(name);
-            match self.ensure_mounted(name, volume, &at).await {
-                Ok(()) => info!(volume = %name, "volume mounted for its containers"),
+            match self.ensure_mounted(&name, &volume, &at).await {
+                Ok(()) => info!(volume = %name, "mounted for its containers"),
                 Err(err) => warn!(volume = %name, "cannot mount the volume again: {err}"),
             }
         }
@@ -160,7 +213,7 @@ impl<M: Mounter> Volumes<M> {
         check_name(name)?;
         let volume = Volume {
             options,
-            users: BTreeSet::new(),
+            users: BTreeMap::new(),
             created_at: aws_smithy_types::DateTime::from(std::time::SystemTime::now())
                 .fmt(aws_smithy_types::date_time::Format::DateTime)
                 .unwrap_or_default(),
@@ -172,8 +225,19 @@ impl<M: Mounter> Volumes<M> {
                     .to_string(),
             );
         }
+        for key in volume.options.keys() {
+            let key = key.replace('-', "_");
+            if let Some((_, what)) = HOST_OPTIONS.iter().find(|(o, _)| *o == key) {
+                if !self.allowed.contains(&key) {
+                    return Err(format!(
+                        "option {key} {what}: this plugin refuses it (start it with \
+                         --allow-option {key} to accept it)"
+                    ));
+                }
+            }
+        }
         volume.args()?;
-        let mut saved = self.saved.lock().await;
+        let mut saved = self.lock();
         match saved.volumes.get(name) {
             Some(known) if known.options == volume.options => return Ok(()),
             Some(_) => {
@@ -184,48 +248,61 @@ impl<M: Mounter> Volumes<M> {
             None => {}
         }
         saved.volumes.insert(name.to_string(), volume);
-        self.save(&saved)
+        save(&self.dir, &saved)
     }
 
+    /// Forgets a volume and unmounts it. Docker removes no volume that a container uses, so a
+    /// mount still counted here is one whose release never came.
     pub async fn remove(&self, name: &str) -> Result<(), String> {
-        let mut saved = self.saved.lock().await;
-        let volume = saved.volumes.get(name).ok_or_else(|| no_such(name))?;
-        let at = self.mountpoint(name);
-        if !volume.users.is_empty() && self.mounter.found(&at) == Found::Live {
-            return Err(format!(
-                "volume {name} is in use by {} container(s)",
-                volume.users.len()
-            ));
+        let gate = self.gate(name);
+        let _turn = gate.lock().await;
+        let users = self.volume(name)?.users.len();
+        if users > 0 {
+            warn!(volume = %name, users, "removed with mounts whose release never came");
         }
-        if self.mounter.found(&at) != Found::Nothing {
+        let at = self.mountpoint(name);
+        if self.mounter.mounted(&at) {
             self.mounter.unmount(&at)?;
         }
         let _ = std::fs::remove_dir(&at);
+        let mut saved = self.lock();
         saved.volumes.remove(name);
-        self.save(&saved)
+        save(&self.dir, &saved)
     }
 
     /// A container starts with the volume: mounts it if it is not, and counts `id`.
     pub async fn mount(&self, name: &str, id: &str) -> Result<PathBuf, String> {
-        let mut saved = self.saved.lock().await;
-        let volume = saved.volumes.get(name).ok_or_else(|| no_such(name))?;
+        let gate = self.gate(name);
+        let _turn = gate.lock().await;
+        let volume = self.volume(name)?;
         let at = self.mountpoint(name);
-        self.ensure_mounted(name, volume, &at).await?;
-        let volume = saved.volumes.get_mut(name).expect("looked up above");
-        volume.users.insert(id.to_string());
-        self.save(&saved)?;
+        self.ensure_mounted(name, &volume, &at).await?;
+        let mut saved = self.lock();
+        let volume = saved.volumes.get_mut(name).ok_or_else(|| no_such(name))?;
+        *volume.users.entry(id.to_string()).or_insert(0) += 1;
+        save(&self.dir, &saved)?;
         Ok(at)
     }
 
     /// A container that used the volume is gone: the last one out unmounts it.
     pub async fn unmount(&self, name: &str, id: &str) -> Result<(), String> {
-        let mut saved = self.saved.lock().await;
-        let volume = saved.volumes.get_mut(name).ok_or_else(|| no_such(name))?;
-        volume.users.remove(id);
-        let last = volume.users.is_empty();
-        self.save(&saved)?;
+        let gate = self.gate(name);
+        let _turn = gate.lock().await;
+        let last = {
+            let mut saved = self.lock();
+            let volume = saved.volumes.get_mut(name).ok_or_else(|| no_such(name))?;
+            if let Some(count) = volume.users.get_mut(id) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    volume.users.remove(id);
+                }
+            }
+            let last = volume.users.is_empty();
+            save(&self.dir, &saved)?;
+            last
+        };
         let at = self.mountpoint(name);
-        if last && self.mounter.found(&at) != Found::Nothing {
+        if last && self.mounter.mounted(&at) {
             self.mounter.unmount(&at)?;
             info!(volume = %name, "unmounted: no container uses it");
         }
@@ -234,21 +311,18 @@ impl<M: Mounter> Volumes<M> {
 
     /// Where the volume is mounted, if it is.
     pub async fn path(&self, name: &str) -> Result<Option<PathBuf>, String> {
-        let saved = self.saved.lock().await;
-        saved.volumes.get(name).ok_or_else(|| no_such(name))?;
+        self.volume(name)?;
         Ok(self.mounted_at(name))
     }
 
     pub async fn get(&self, name: &str) -> Result<Shown, String> {
-        let saved = self.saved.lock().await;
-        let volume = saved.volumes.get(name).ok_or_else(|| no_such(name))?;
-        Ok(self.show(name, volume))
+        let volume = self.volume(name)?;
+        Ok(self.show(name, &volume))
     }
 
     pub async fn list(&self) -> Vec<Shown> {
-        let saved = self.saved.lock().await;
-        saved
-            .volumes
+        let volumes = self.lock().volumes.clone();
+        volumes
             .iter()
             .map(|(name, volume)| self.show(name, volume))
             .collect()
@@ -266,11 +340,11 @@ impl<M: Mounter> Volumes<M> {
 
     fn mounted_at(&self, name: &str) -> Option<PathBuf> {
         let at = self.mountpoint(name);
-        (self.mounter.found(&at) == Found::Live).then_some(at)
+        self.mounter.mounted(&at).then_some(at)
     }
 
     async fn ensure_mounted(&self, name: &str, volume: &Volume, at: &Path) -> Result<(), String> {
-        match self.mounter.found(at) {
+        match self.mounter.found(at).await {
             Found::Live => return Ok(()),
             Found::Dead => {
                 warn!(volume = %name, "the volume's mount process is gone: mounting it again");
@@ -287,26 +361,43 @@ impl<M: Mounter> Volumes<M> {
         self.mounter.mount(name, volume.source(), &args, at).await
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Saved> {
+        self.saved.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn volume(&self, name: &str) -> Result<Volume, String> {
+        self.lock()
+            .volumes
+            .get(name)
+            .cloned()
+            .ok_or_else(|| no_such(name))
+    }
+
+    fn gate(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        gates.entry(name.to_string()).or_default().clone()
+    }
+
     fn mountpoint(&self, name: &str) -> PathBuf {
         self.dir.join("mounts").join(name)
     }
+}
 
-    fn save(&self, saved: &Saved) -> Result<(), String> {
-        let path = self.dir.join(FILE);
-        let tmp = self.dir.join(format!("{FILE}.tmp"));
-        let write = || -> std::io::Result<()> {
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            file.write_all(&serde_json::to_vec_pretty(saved).expect("plain data"))?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        };
-        write().map_err(|e| format!("cannot save {}: {e}", path.display()))
-    }
+fn save(dir: &Path, saved: &Saved) -> Result<(), String> {
+    let path = dir.join(FILE);
+    let tmp = dir.join(format!("{FILE}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(&serde_json::to_vec_pretty(saved).expect("plain data"))?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(|e| format!("cannot save {}: {e}", path.display()))
 }
 
 fn no_such(name: &str) -> String {
