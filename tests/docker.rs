@@ -257,6 +257,16 @@ fn failed(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// `docker volume create -d DRIVER -o OPT… NAME`.
+fn volume_create<'a>(driver: &'a str, opts: &[&'a str], name: &'a str) -> Vec<&'a str> {
+    let mut args = vec!["volume", "create", "-d", driver];
+    for opt in opts {
+        args.extend(["-o", opt]);
+    }
+    args.push(name);
+    args
+}
+
 /// The mount ID of what is mounted at `path` (from mountinfo), if anything.
 fn mount_id(path: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -278,67 +288,32 @@ fn the_volume_driver_cycle_create_share_restart_release_remove() {
     let endpoint = format!("endpoint_url={}", moto.url());
 
     // Bad options fail the create, with ssmfs's own words.
-    let err = failed(&[
-        "volume",
-        "create",
-        "-d",
-        d,
-        "-o",
-        "source=/app",
-        "-o",
-        "max_agee=5",
-        "bad",
-    ]);
-    assert!(err.contains("unknown mount option 'max_agee=5'"), "{err}");
-    let err = failed(&["volume", "create", "-d", d, "-o", "max_age=5", "bad"]);
-    assert!(err.contains("no source: give -o source=ssm:/PATH"), "{err}");
-    let err = failed(&["volume", "create", "-d", d, "-o", "source=app", "bad"]);
-    assert!(err.contains("must start with '/'"), "{err}");
-    let err = failed(&[
-        "volume",
-        "create",
-        "-d",
-        d,
-        "-o",
-        "source=/app",
-        "-o",
-        "max_age=soon",
-        "bad",
-    ]);
-    assert!(
-        err.contains("'soon' is not a whole number of seconds"),
-        "{err}"
-    );
-    let err = failed(&[
-        "volume",
-        "create",
-        "-d",
-        d,
-        "-o",
-        "source=/app",
-        "-o",
-        "on_change=touch /x",
-        "bad",
-    ]);
-    assert!(err.contains("--allow-option on_change"), "{err}");
+    for (opts, says) in [
+        (
+            &["source=/app", "max_agee=5"][..],
+            "unknown mount option 'max_agee=5'",
+        ),
+        (&["max_age=5"], "no source: give -o source=ssm:/PATH"),
+        (&["source=app"], "must start with '/'"),
+        (
+            &["source=/app", "max_age=soon"],
+            "'soon' is not a whole number of seconds",
+        ),
+        (
+            &["source=/app", "on_change=touch /x"],
+            "--allow-option on_change",
+        ),
+    ] {
+        let err = failed(&volume_create(d, opts, "bad"));
+        assert!(err.contains(says), "{opts:?}: {err}");
+    }
     assert!(!docker_ok(&["volume", "ls", "-q"])
         .lines()
         .any(|v| v == "bad"));
 
     let vol = unique("vol");
-    docker_ok(&[
-        "volume",
-        "create",
-        "-d",
-        d,
-        "-o",
-        "source=ssm:/app",
-        "-o",
-        "max_age=60",
-        "-o",
-        &endpoint,
-        &vol,
-    ]);
+    let opts = ["source=ssm:/app", "max_age=60", &endpoint];
+    docker_ok(&volume_create(d, &opts, &vol));
     let at = plugin.state.join("mounts").join(&vol);
     assert!(!is_mounted(&at), "created is not mounted");
 
@@ -427,17 +402,8 @@ fn the_volume_driver_cycle_create_share_restart_release_remove() {
 
     // A volume that cannot mount fails the container's start with ssmfs's reason.
     let broken = unique("broken");
-    docker_ok(&[
-        "volume",
-        "create",
-        "-d",
-        d,
-        "-o",
-        "source=/app",
-        "-o",
-        "endpoint_url=http://127.0.0.1:9",
-        &broken,
-    ]);
+    let opts = ["source=/app", "endpoint_url=http://127.0.0.1:9"];
+    docker_ok(&volume_create(d, &opts, &broken));
     let err = failed(&[
         "run",
         "--rm",
