@@ -17,7 +17,7 @@ pub mod volumes;
 
 use std::convert::Infallible;
 use std::io::IsTerminal;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -110,18 +110,20 @@ async fn serve(cli: &PluginCli) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the ssmfs binary: {e}"))?;
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map_err(|e| format!("cannot read the boot ID: {e}"))?;
-    let mounter = Processes::new(exe, cli.state_dir.join("mounts"))?;
+    // Absolute and without symbolic links, as the mount table names the mountpoints.
+    let state = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&cli.state_dir)
+        .and_then(|()| std::fs::canonicalize(&cli.state_dir))
+        .map_err(|e| format!("state directory {}: {e}", cli.state_dir.display()))?;
+    let mounter = Processes::new(exe, state.join("mounts"))?;
     let allowed = cli
         .allow_option
         .iter()
         .map(|o| o.replace('-', "_"))
         .collect();
-    let volumes = Arc::new(Volumes::open(
-        &cli.state_dir,
-        boot.trim(),
-        allowed,
-        mounter,
-    )?);
+    let volumes = Arc::new(Volumes::open(&state, boot.trim(), allowed, mounter)?);
     let listener = listen(&cli.socket)?;
     // Taking up the mounts may wait on AWS: Docker's calls are answered meanwhile, each
     // volume's in its turn.
