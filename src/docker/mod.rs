@@ -94,7 +94,11 @@ pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start: {e}")),
     };
-    match runtime.block_on(serve(&cli)) {
+    let served = runtime.block_on(serve(&cli));
+    // Without waiting for a `statfs` stuck on a hung mount, or a start in progress (its
+    // process lives on; the next plugin takes the mount up or unmounts it).
+    runtime.shutdown_background();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => fail(&msg),
     }
@@ -110,7 +114,15 @@ async fn serve(cli: &PluginCli) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the ssmfs binary: {e}"))?;
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map_err(|e| format!("cannot read the boot ID: {e}"))?;
-    // Absolute and without symbolic links, as the mount table names the mountpoints.
+    // Absolute and without symbolic links, as the mount table names the mountpoints, where a
+    // blank or a backslash would be escaped.
+    if cli
+        .state_dir
+        .to_str()
+        .is_none_or(|dir| dir.contains(|c: char| c.is_whitespace() || c == '\\'))
+    {
+        return Err("--state-dir must be a path without blanks or backslashes".to_string());
+    }
     let state = std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

@@ -16,10 +16,6 @@ use tracing::{info, warn};
 use super::volumes::{Found, Mounter};
 use crate::mount::devfuse::FS_TYPE;
 
-/// How long a mount may take to go live. ssmfs's own start-up checks are bounded well below
-/// this, and Docker waits two minutes for a volume driver's `Mount`.
-const START_LIMIT: Duration = Duration::from_secs(100);
-
 pub struct Processes {
     /// The ssmfs binary.
     exe: PathBuf,
@@ -79,6 +75,7 @@ impl Mounter for Processes {
         source: &str,
         args: &[String],
         at: &Path,
+        limit: Duration,
     ) -> Result<(), String> {
         let socket = SocketFile(self.socket_path());
         let ready = UnixDatagram::bind(&socket.0)
@@ -97,10 +94,15 @@ impl Mounter for Processes {
             .process_group(0)
             .kill_on_drop(false)
             .spawn();
-        match started {
-            Ok(child) => wait_ready(name, child, &ready).await,
+        let outcome = match started {
+            Ok(child) => wait_ready(name, child, &ready, limit).await,
             Err(e) => Err(format!("cannot run {}: {e}", self.exe.display())),
+        };
+        // A start given up after it mounted (killed at the limit) leaves a dead mount.
+        if outcome.is_err() && self.mounted(at) {
+            let _ = self.unmount(at);
         }
+        outcome
     }
 
     fn mounted(&self, at: &Path) -> bool {
@@ -145,22 +147,24 @@ async fn wait_ready(
     name: &str,
     mut child: tokio::process::Child,
     ready: &UnixDatagram,
+    limit: Duration,
 ) -> Result<(), String> {
     let mut status = None;
     let mut buf = vec![0u8; 4096];
-    let limit = tokio::time::sleep(START_LIMIT);
-    tokio::pin!(limit);
+    let deadline = tokio::time::sleep(limit);
+    tokio::pin!(deadline);
     let outcome = loop {
         tokio::select! {
             // A child that fails sends STATUS= before it exits: read what it sent first.
             biased;
-            received = ready.recv(&mut buf) => {
-                if let Ok(len) = received {
-                    if heard(&buf[..len], &mut status) {
-                        break Ok(());
-                    }
+            received = ready.recv(&mut buf) => match received {
+                Ok(len) if heard(&buf[..len], &mut status) => break Ok(()),
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = child.start_kill();
+                    break Err(format!("cannot hear from the mount process: {e}"));
                 }
-            }
+            },
             exited = child.wait() => {
                 while let Ok(len) = ready.try_recv(&mut buf) {
                     heard(&buf[..len], &mut status);
@@ -171,11 +175,11 @@ async fn wait_ready(
                 });
                 return Err(why.strip_prefix("failed: ").unwrap_or(&why).to_string());
             }
-            () = &mut limit => {
+            () = &mut deadline => {
                 let _ = child.start_kill();
                 break Err(format!(
                     "the mount was not live after {} s; see the plugin's log",
-                    START_LIMIT.as_secs()
+                    limit.as_secs()
                 ));
             }
         }

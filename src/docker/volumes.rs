@@ -19,6 +19,10 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::fcntl::{Flock, FlockArg};
+use tokio::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -39,13 +43,15 @@ pub enum Found {
 /// Makes and removes the mounts.
 pub trait Mounter: Send + Sync + 'static {
     /// Mounts `source` at `at` with `args` (ssmfs options) and returns once the mount is live,
-    /// or with what went wrong, in words fit for `docker` to show.
+    /// or with what went wrong, in words fit for `docker` to show. A mount not live within
+    /// `limit` is given up, and nothing is left mounted.
     fn mount(
         &self,
         name: &str,
         source: &str,
         args: &[String],
         at: &Path,
+        limit: Duration,
     ) -> impl Future<Output = Result<(), String>> + Send;
     /// Whether an ssmfs mount is at `at`, from the mount table: never waits on a daemon.
     fn mounted(&self, at: &Path) -> bool;
@@ -80,6 +86,26 @@ pub struct Volume {
 impl Volume {
     fn source(&self) -> &str {
         self.options.get("source").map_or("", String::as_str)
+    }
+
+    /// Refuses the options that act on the host unless `allowed`, and keys that are not one
+    /// option's name.
+    fn check_host_options(&self, allowed: &BTreeSet<String>) -> Result<(), String> {
+        for key in self.options.keys() {
+            if key.is_empty() || key.contains(['=', ',']) || key.trim() != key {
+                return Err(format!("'{key}' is not an option name"));
+            }
+            let key = key.replace('-', "_");
+            if let Some((_, what)) = HOST_OPTIONS.iter().find(|(o, _)| *o == key) {
+                if !allowed.contains(&key) {
+                    return Err(format!(
+                        "option {key} {what}: this plugin refuses it (start it with \
+                         --allow-option {key} to accept it)"
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The ssmfs options other than `source`, as arguments. `allow_other` is always among them:
@@ -122,9 +148,22 @@ pub struct Volumes<M> {
     /// The [`HOST_OPTIONS`] this plugin accepts.
     allowed: BTreeSet<String>,
     mounter: M,
+    /// Held while the plugin runs: one plugin a state directory.
+    _lock: Flock<std::fs::File>,
 }
 
 const FILE: &str = "volumes.json";
+
+/// How long a Mount may take, from its arrival to its answer, waiting for the volume's turn
+/// included: Docker gives up on it after two minutes, and then never releases it.
+const MOUNT_DEADLINE: Duration = Duration::from_secs(110);
+
+/// The least time worth starting a mount with.
+const MOUNT_LEAST: Duration = Duration::from_secs(10);
+
+/// How long a mount may take to go live. ssmfs's own start-up checks are bounded well below
+/// this.
+pub const START_LIMIT: Duration = Duration::from_secs(100);
 
 impl<M: Mounter> Volumes<M> {
     /// Opens the state in `dir` (made 0700 if missing). `boot` names this boot of the host: the
@@ -145,11 +184,29 @@ impl<M: Mounter> Volumes<M> {
                 names.join(", ")
             ));
         }
+        let mounts = dir.join("mounts");
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(dir.join("mounts"))
-            .map_err(|e| format!("cannot make {}: {e}", dir.join("mounts").display()))?;
+            .create(&mounts)
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&mounts, std::fs::Permissions::from_mode(0o700))
+            })
+            .map_err(|e| format!("cannot make {}: {e}", mounts.display()))?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(dir.join("lock"))
+            .map_err(|e| format!("cannot open {}: {e}", dir.join("lock").display()))?;
+        let lock = Flock::lock(lock, FlockArg::LockExclusiveNonblock).map_err(|_| {
+            format!(
+                "another plugin uses {}: give each its own --state-dir",
+                dir.display()
+            )
+        })?;
         let path = dir.join(FILE);
         let mut saved: Saved = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
@@ -174,6 +231,7 @@ impl<M: Mounter> Volumes<M> {
             gates: Mutex::new(HashMap::new()),
             allowed,
             mounter,
+            _lock: lock,
         })
     }
 
@@ -198,7 +256,7 @@ impl<M: Mounter> Volumes<M> {
                 }
                 continue;
             }
-            match self.ensure_mounted(&name, &volume, &at).await {
+            match self.ensure_mounted(&name, &volume, &at, START_LIMIT).await {
                 Ok(()) => info!(volume = %name, "mounted for its containers"),
                 Err(err) => warn!(volume = %name, "cannot mount the volume again: {err}"),
             }
@@ -225,18 +283,10 @@ impl<M: Mounter> Volumes<M> {
                     .to_string(),
             );
         }
-        for key in volume.options.keys() {
-            let key = key.replace('-', "_");
-            if let Some((_, what)) = HOST_OPTIONS.iter().find(|(o, _)| *o == key) {
-                if !self.allowed.contains(&key) {
-                    return Err(format!(
-                        "option {key} {what}: this plugin refuses it (start it with \
-                         --allow-option {key} to accept it)"
-                    ));
-                }
-            }
-        }
+        volume.check_host_options(&self.allowed)?;
         volume.args()?;
+        let gate = self.gate(name);
+        let _turn = gate.lock().await;
         let mut saved = self.lock();
         match saved.volumes.get(name) {
             Some(known) if known.options == volume.options => return Ok(()),
@@ -270,13 +320,23 @@ impl<M: Mounter> Volumes<M> {
         save(&self.dir, &saved)
     }
 
-    /// A container starts with the volume: mounts it if it is not, and counts `id`.
+    /// A container starts with the volume: mounts it if it is not, and counts `id`. Within
+    /// [`MOUNT_DEADLINE`] of its arrival or not at all: Docker never releases a Mount it gave
+    /// up on.
     pub async fn mount(&self, name: &str, id: &str) -> Result<PathBuf, String> {
+        let deadline = Instant::now() + MOUNT_DEADLINE;
         let gate = self.gate(name);
         let _turn = gate.lock().await;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left < MOUNT_LEAST {
+            return Err(format!(
+                "volume {name} was busy starting for another container: try again"
+            ));
+        }
         let volume = self.volume(name)?;
         let at = self.mountpoint(name);
-        self.ensure_mounted(name, &volume, &at).await?;
+        self.ensure_mounted(name, &volume, &at, left.min(START_LIMIT))
+            .await?;
         let mut saved = self.lock();
         let volume = saved.volumes.get_mut(name).ok_or_else(|| no_such(name))?;
         *volume.users.entry(id.to_string()).or_insert(0) += 1;
@@ -343,7 +403,15 @@ impl<M: Mounter> Volumes<M> {
         self.mounter.mounted(&at).then_some(at)
     }
 
-    async fn ensure_mounted(&self, name: &str, volume: &Volume, at: &Path) -> Result<(), String> {
+    async fn ensure_mounted(
+        &self,
+        name: &str,
+        volume: &Volume,
+        at: &Path,
+        limit: Duration,
+    ) -> Result<(), String> {
+        // Options allowed when the volume was made may be allowed no longer.
+        volume.check_host_options(&self.allowed)?;
         match self.mounter.found(at).await {
             Found::Live => return Ok(()),
             Found::Dead => {
@@ -358,7 +426,9 @@ impl<M: Mounter> Volumes<M> {
             .create(at)
             .map_err(|e| format!("cannot make the mountpoint {}: {e}", at.display()))?;
         let args = volume.args()?;
-        self.mounter.mount(name, volume.source(), &args, at).await
+        self.mounter
+            .mount(name, volume.source(), &args, at, limit)
+            .await
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Saved> {

@@ -49,6 +49,7 @@ impl Mounter for Fake {
         _source: &str,
         args: &[String],
         at: &Path,
+        _limit: Duration,
     ) -> Result<(), String> {
         if name == "slow" {
             self.begun.notify_one();
@@ -271,13 +272,69 @@ async fn options_that_act_on_the_host_need_allowing() {
         assert!(err.contains("--allow-option"), "{key}: {err}");
         assert!(!err.contains(value), "the value is not repeated: {err}");
     }
+    // The API takes any key: one holding its value is refused, not read as another option.
+    for key in [
+        "on_change=touch /tmp/x",
+        "max_age=5,on_change=x",
+        " on_change",
+        "",
+    ] {
+        let opts = options(&[("source", "/app"), (key, "")]);
+        let err = volumes.create("v1", opts).await.unwrap_err();
+        assert!(err.contains("is not an option name"), "{key}: {err}");
+    }
+    drop(volumes);
+
     let allowed = BTreeSet::from(["on_change".to_string()]);
     let volumes = Volumes::open(dir.path(), "b1", allowed, fake.clone()).unwrap();
     let opts = options(&[("source", "/app"), ("on_change", "touch /tmp/x")]);
     volumes.create("v1", opts).await.unwrap();
+    drop(volumes);
+    // Started again without the allowance: the volume no longer mounts.
+    let volumes = open(dir.path(), "b1", &fake);
+    let err = volumes.mount("v1", "c1").await.unwrap_err();
+    assert!(err.contains("--allow-option on_change"), "{err}");
+    assert_eq!(fake.counts(), (0, 0));
+    drop(volumes);
+
     let bogus = BTreeSet::from(["max_age".to_string()]);
     let err = Volumes::open(dir.path(), "b1", bogus, fake).err().unwrap();
     assert!(err.contains("only options that act on the host"), "{err}");
+}
+
+#[tokio::test]
+async fn one_plugin_a_state_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path(), "b1", &Fake::default());
+    let err = Volumes::open(dir.path(), "b1", BTreeSet::new(), Fake::default())
+        .err()
+        .unwrap();
+    assert!(err.contains("another plugin uses"), "{err}");
+    drop(first);
+    open(dir.path(), "b1", &Fake::default());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_mount_that_waited_past_dockers_patience_is_not_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let volumes = open(dir.path(), "b1", &fake);
+    volumes.create("slow", app()).await.unwrap();
+    let first = tokio::spawn({
+        let volumes = volumes.clone();
+        async move { volumes.mount("slow", "c1").await }
+    });
+    fake.begun.notified().await;
+    let second = tokio::spawn({
+        let volumes = volumes.clone();
+        async move { volumes.mount("slow", "c2").await }
+    });
+    tokio::time::sleep(MOUNT_DEADLINE).await;
+    fake.release.notify_one();
+    first.await.unwrap().unwrap();
+    let err = second.await.unwrap().unwrap_err();
+    assert!(err.contains("busy starting"), "{err}");
+    assert_eq!(volumes.get("slow").await.unwrap().containers, 1);
 }
 
 #[tokio::test]
