@@ -178,6 +178,7 @@ fn ssmfs_in_a_container_mounts_for_the_host_and_for_other_containers() {
 /// with SIGTERM on drop.
 struct Plugin {
     child: Child,
+    driver: String,
     state: PathBuf,
     socket: PathBuf,
     _notify: UnixDatagram,
@@ -216,6 +217,7 @@ impl Plugin {
         Plugin {
             child,
             state: state.to_path_buf(),
+            driver: driver.to_string(),
             socket,
             _notify: notify,
             log,
@@ -242,6 +244,12 @@ impl Plugin {
 impl Drop for Plugin {
     fn drop(&mut self) {
         if self.child.try_wait().unwrap().is_none() {
+            // A test that failed half way leaves volumes that only this driver can remove.
+            let filter = format!("driver={}", self.driver);
+            let listed = docker(&["volume", "ls", "-q", "--filter", &filter]);
+            for volume in String::from_utf8_lossy(&listed.stdout).split_whitespace() {
+                let _ = docker(&["volume", "rm", "-f", volume]);
+            }
             // SAFETY: kill(2) of our own child.
             unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
             let _ = self.child.wait();

@@ -93,9 +93,12 @@ fn libraries(binary: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// `tar -C DIR -c . | docker import - NAME`.
+/// `tar -C DIR -c . | docker import - NAME`, removing the image NAME was before (a run's
+/// images would otherwise pile up untagged).
 fn import(dir: &Path, name: &str) {
-    let script = r#"tar -C "$1" -c . | docker import - "$2" >/dev/null"#;
+    let script = r#"old=$(docker images -q "$2")
+tar -C "$1" -c . | docker import - "$2" >/dev/null
+if [ -n "$old" ] && [ "$old" != "$(docker images -q "$2")" ]; then docker rmi "$old" >/dev/null 2>&1 || true; fi"#;
     let out = Command::new("bash")
         .args(["-c", script, "import"])
         .arg(dir)
