@@ -1,7 +1,11 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args: Vec<_> = std::env::args_os().collect();
+    let mut args: Vec<_> = std::env::args_os().collect();
+    // No SOURCE is named "help" (an SSM path starts with '/'): `ssmfs help` asks for the help.
+    if args.get(1).is_some_and(|a| a == "help") && args.len() == 2 {
+        args[1] = "--help".into();
+    }
     if args.get(1).is_some_and(|a| a == "docker-plugin") {
         return ssmfs::docker::main(args[1..].to_vec());
     }

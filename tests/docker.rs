@@ -302,6 +302,11 @@ fn the_volume_driver_cycle_create_share_restart_release_remove() {
             "unknown mount option 'max_agee=5'",
         ),
         (&["max_age=5"], "no source: give -o source=ssm:/PATH"),
+        (
+            &["Source=ssm:/app"],
+            "unknown mount option 'Source=ssm:/app'",
+        ),
+        (&["source=/app", "uid=abc"], "for '-o uid=<UID>'"),
         (&["source=app"], "must start with '/'"),
         (
             &["source=/app", "max_age=soon"],
@@ -421,12 +426,19 @@ fn the_volume_driver_cycle_create_share_restart_release_remove() {
         "true",
     ]);
     assert!(
-        err.contains("cannot reach") && err.contains("endpoint"),
+        err.contains("cannot reach") && err.contains("check -o endpoint_url"),
         "{err}"
     );
     docker_ok(&["volume", "rm", &broken]);
     plugin.stop();
     let log = plugin.log();
+    // The mounts' own lines name their volume.
+    let named = format!("[{broken}] ");
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with(&named) && l.contains("ERROR cannot reach")),
+        "{log}"
+    );
     for secret in ["first-secret", "second-secret"] {
         assert!(!log.contains(secret), "a value in the log: {log}");
     }

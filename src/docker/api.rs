@@ -71,22 +71,63 @@ fn mountpoint(at: Option<PathBuf>) -> String {
 /// the answer's `Err`. The call runs to its end even if Docker stops waiting for it, so that a
 /// mount it started is counted (or its failure logged) rather than left half done.
 pub async fn answer<M: Mounter>(volumes: &Arc<Volumes<M>>, path: &str, body: &[u8]) -> Value {
-    let (volumes, owned_path, body) = (volumes.clone(), path.to_string(), body.to_vec());
-    let outcome = tokio::spawn(async move { call(&volumes, &owned_path, &body).await })
+    let (volumes, owned_path, owned_body) = (volumes.clone(), path.to_string(), body.to_vec());
+    let outcome = tokio::spawn(async move { call(&volumes, &owned_path, &owned_body).await })
         .await
         .unwrap_or_else(|e| Err(format!("the call failed: {e}")));
     match outcome {
         Ok(value) => value,
         Err(err) => {
+            let err = in_volume_words(&err);
+            let volume = serde_json::from_slice::<Named>(body)
+                .map(|n| n.name)
+                .unwrap_or_default();
             // dockerd asks every driver for a name before it creates a volume: not an event.
             if path == "/VolumeDriver.Get" {
-                debug!(call = path, "{err}");
+                debug!(volume, call = path, "{err}");
             } else {
-                warn!(call = path, "{err}");
+                warn!(volume, call = path, "{err}");
             }
             json!({ "Err": err })
         }
     }
+}
+
+/// ssmfs's messages name its command-line options (`--max-age`, clap's `'--uid <UID>'`); the
+/// user of a volume gives them as `-o max_age`, `-o uid=<UID>`. Other words are left as they
+/// are, the plugin's own `--allow-option` among them.
+pub fn in_volume_words(message: &str) -> String {
+    use clap::CommandFactory;
+    let command = crate::mount::cli::Cli::command();
+    let is_option = |name: &str| {
+        !matches!(name, "help" | "version")
+            && command.get_arguments().any(|a| a.get_long() == Some(name))
+    };
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("--") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .unwrap_or(after.len());
+        let name = &after[..len];
+        let starts_word = !out.ends_with(|c: char| c.is_ascii_alphanumeric() || c == '-');
+        if !(starts_word && is_option(name)) {
+            out.push_str("--");
+            rest = after;
+            continue;
+        }
+        out.push_str("-o ");
+        out.push_str(&name.replace('-', "_"));
+        rest = &after[len..];
+        if let Some(value) = rest.strip_prefix(" <").and_then(|v| v.split_once('>')) {
+            out.push_str(&format!("=<{}>", value.0));
+            rest = value.1;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 async fn call<M: Mounter>(volumes: &Volumes<M>, path: &str, body: &[u8]) -> Result<Value, String> {
@@ -136,4 +177,36 @@ async fn call<M: Mounter>(volumes: &Volumes<M>, path: &str, body: &[u8]) -> Resu
         }
         _ => return Err(format!("ssmfs does not answer {path}")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_volume_words;
+
+    #[test]
+    fn messages_name_options_as_a_volume_takes_them() {
+        assert_eq!(
+            in_volume_words(
+                "cannot reach http://x: refused; check --endpoint-url, --region and the network"
+            ),
+            "cannot reach http://x: refused; check -o endpoint_url, -o region and the network"
+        );
+        assert_eq!(
+            in_volume_words("invalid value 'abc' for '--uid <UID>': invalid digit found in string"),
+            "invalid value 'abc' for '-o uid=<UID>': invalid digit found in string"
+        );
+        assert_eq!(
+            in_volume_words("'--max-age-for <PATH=SECONDS>' is wrong, see --max-age"),
+            "'-o max_age_for=<PATH=SECONDS>' is wrong, see -o max_age"
+        );
+        // Not ssmfs's mount options: left alone.
+        for kept in [
+            "start it with --allow-option on_change to accept it",
+            "use the long options of ssmfs --help without their dashes",
+            "a value such as x--region or --nonsense",
+            "ends with --",
+        ] {
+            assert_eq!(in_volume_words(kept), kept);
+        }
+    }
 }

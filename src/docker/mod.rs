@@ -31,7 +31,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use process::Processes;
 use volumes::Volumes;
@@ -69,6 +69,9 @@ pub struct PluginCli {
     #[arg(long, env = "SSMFS_LOG", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
 }
+
+/// Where dockerd finds plugins' sockets.
+const PLUGINS_DIR: &str = "/run/docker/plugins";
 
 /// Requests are small JSON documents; anything larger is refused.
 const MAX_BODY: usize = 1 << 20;
@@ -147,6 +150,13 @@ async fn serve(cli: &PluginCli) -> Result<(), String> {
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     info!(socket = %cli.socket.display(), state = %cli.state_dir.display(), "serving Docker's volume plugin API");
+    if cli.socket.parent() != Some(Path::new(PLUGINS_DIR)) {
+        warn!(
+            "dockerd looks for plugins' sockets in {PLUGINS_DIR} only: for a socket elsewhere, \
+             write /etc/docker/plugins/NAME.spec holding unix://{}",
+            cli.socket.display()
+        );
+    }
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -3,7 +3,7 @@
 //! plugin alone) and running containers keep reading. The child says it is live the way it
 //! tells systemd, by `READY=1` on a notify socket the plugin listens on for that start; a child
 //! that fails says why in `STATUS=` and exits, and that line is the error Docker shows. Its log
-//! goes where the plugin's goes.
+//! goes where the plugin's goes, each line begun with `[VOLUME]`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -82,6 +82,8 @@ impl Mounter for Processes {
             .map_err(|e| format!("cannot make {}: {e}", socket.0.display()))?;
         let started = tokio::process::Command::new(&self.exe)
             .arg("--foreground")
+            // Its log lines name the volume; a volume's own -o log_name comes later and wins.
+            .arg(format!("--log-name={name}"))
             .args(args)
             .arg("--")
             .arg(source)

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::mount::cli::Cli;
+use crate::render::template::Templates;
 
 /// What is at a volume's mountpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,16 +112,25 @@ impl Volume {
     /// The ssmfs options other than `source`, as arguments. `allow_other` is always among them:
     /// containers read as any user (the mountpoints' parent keeps the host's users out).
     fn args(&self) -> Result<Vec<String>, String> {
+        self.args_for(self.source())
+    }
+
+    /// [`Volume::args`], checked as if for `source`.
+    fn args_for(&self, source: &str) -> Result<Vec<String>, String> {
         let options = self
             .options
             .iter()
             .filter(|(key, _)| key.as_str() != "source")
             .map(|(key, value)| (key.as_str(), value.as_str()));
-        Cli::options_args(
-            self.source(),
-            [("allow_other", "")].into_iter().chain(options),
-        )
+        Cli::options_args(source, [("allow_other", "")].into_iter().chain(options))
     }
+}
+
+/// What [`Volumes::ensure_mounted`] did.
+enum Made {
+    /// The mount was live already.
+    Kept,
+    Mounted,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -257,7 +267,8 @@ impl<M: Mounter> Volumes<M> {
                 continue;
             }
             match self.ensure_mounted(&name, &volume, &at, START_LIMIT).await {
-                Ok(()) => info!(volume = %name, "mounted for its containers"),
+                Ok(Made::Kept) => info!(volume = %name, "took up the live mount of its containers"),
+                Ok(Made::Mounted) => info!(volume = %name, "mounted again for its containers"),
                 Err(err) => warn!(volume = %name, "cannot mount the volume again: {err}"),
             }
         }
@@ -276,15 +287,27 @@ impl<M: Mounter> Volumes<M> {
                 .fmt(aws_smithy_types::date_time::Format::DateTime)
                 .unwrap_or_default(),
         };
+        volume.check_host_options(&self.allowed)?;
         if volume.source().is_empty() {
+            // A misspelt source (-o Source=…) is named as the unknown option it is.
+            volume.args_for("/")?;
             return Err(
                 "no source: give -o source=ssm:/PATH or -o source=secretsmanager:PREFIX, \
                         e.g. -o source=ssm:/app"
                     .to_string(),
             );
         }
-        volume.check_host_options(&self.allowed)?;
-        volume.args()?;
+        let args = volume.args()?;
+        // Template files are the host's: one missing or broken fails the create, not each run.
+        if volume
+            .options
+            .keys()
+            .any(|k| k.replace('-', "_") == "template")
+        {
+            let fixed = ["ssmfs", volume.source(), "/"].map(String::from);
+            let cli = Cli::parse_args(fixed.into_iter().chain(args)).map_err(|e| e.to_string())?;
+            Templates::load(&cli.template)?;
+        }
         let gate = self.gate(name);
         let _turn = gate.lock().await;
         let mut saved = self.lock();
@@ -409,11 +432,11 @@ impl<M: Mounter> Volumes<M> {
         volume: &Volume,
         at: &Path,
         limit: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<Made, String> {
         // Options allowed when the volume was made may be allowed no longer.
         volume.check_host_options(&self.allowed)?;
         match self.mounter.found(at).await {
-            Found::Live => return Ok(()),
+            Found::Live => return Ok(Made::Kept),
             Found::Dead => {
                 warn!(volume = %name, "the volume's mount process is gone: mounting it again");
                 self.mounter.unmount(at)?;
@@ -428,7 +451,8 @@ impl<M: Mounter> Volumes<M> {
         let args = volume.args()?;
         self.mounter
             .mount(name, volume.source(), &args, at, limit)
-            .await
+            .await?;
+        Ok(Made::Mounted)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Saved> {

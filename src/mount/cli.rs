@@ -37,7 +37,13 @@ Every option is also a mount option: -o max_age=300,allow_other. An /etc/fstab l
 /// Mount AWS SSM Parameter Store or Secrets Manager as a read-only filesystem, with a max-age
 /// cache in front of the API.
 #[derive(Parser, Debug)]
-#[command(name = "ssmfs", version, after_help = EXAMPLES, args_override_self = true)]
+#[command(
+    name = "ssmfs",
+    version,
+    after_help = EXAMPLES,
+    args_override_self = true,
+    override_usage = "ssmfs [OPTIONS] <SOURCE> <MOUNTPOINT>\n       ssmfs docker-plugin [OPTIONS]"
+)]
 pub struct Cli {
     /// What to mount: an SSM path such as /app or ssm:/app (`/` for every parameter), or a
     /// Secrets Manager name prefix such as secretsmanager:prod/ or sm:prod/ (`sm:` for all).
@@ -91,7 +97,8 @@ pub struct Cli {
     #[arg(long, help_heading = "Parameters")]
     pub no_json_dirs: bool,
 
-    /// Send API calls to this URL instead of the region's SSM endpoint (AWS_ENDPOINT_URL works too).
+    /// Send every API call (SSM, Secrets Manager, SQS, SNS) to this URL instead of the
+    /// region's endpoints (AWS_ENDPOINT_URL works too; AWS_ENDPOINT_URL_SSM for SSM alone).
     #[arg(long, value_name = "URL", help_heading = "AWS")]
     pub endpoint_url: Option<String>,
 
@@ -147,6 +154,11 @@ pub struct Cli {
     /// closed once the mount is live).
     #[arg(long, value_name = "PATH", help_heading = "Logging")]
     pub log_file: Option<PathBuf>,
+
+    /// Begin each log line with [NAME], to tell mounts apart in a shared log (the Docker plugin
+    /// names each volume's mount after the volume).
+    #[arg(long, value_name = "NAME", help_heading = "Logging")]
+    pub log_name: Option<String>,
 
     /// Refresh every group when its max age runs out, even while nothing reads it, so that
     /// programs watching the mount (inotify, --on-change) hear of changes within a max age.

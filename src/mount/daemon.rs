@@ -60,14 +60,16 @@ impl Readiness {
         }
     }
 
-    /// Reports a start-up failure.
-    pub fn failed(&mut self, message: &str) {
+    /// Reports a start-up failure: to systemd (or the Docker plugin), to the waiting parent, and
+    /// in the foreground on standard error unless `print` is false (the log has it).
+    pub fn failed(&mut self, message: &str, print: bool) {
         notify_failed(message);
         match self.pipe.take() {
             Some(mut pipe) => {
                 let _ = pipe.write_all(message.as_bytes());
             }
-            None => eprintln!("ssmfs: {message}"),
+            None if print => eprintln!("ssmfs: {message}"),
+            None => {}
         }
     }
 }

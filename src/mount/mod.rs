@@ -30,6 +30,9 @@ use aws_credential_types::provider::ProvideCredentials;
 use fuser::SessionACL;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 
 use crate::backend::secrets::SecretsBackend;
 use crate::backend::ssm::SsmBackend;
@@ -75,10 +78,13 @@ pub fn main(cli: Cli) -> ExitCode {
     match run(&cli, &mut readiness) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
-            if cli.log_file.is_some() {
+            // In the foreground, a named mount's failure is a line of its log, named like the
+            // others, rather than a bare line beside them.
+            let logged = cli.log_file.is_some() || (cli.log_name.is_some() && cli.foreground);
+            if logged {
                 tracing::error!("{msg}");
             }
-            readiness.failed(&msg);
+            readiness.failed(&msg, !logged);
             ExitCode::FAILURE
         }
     }
@@ -159,30 +165,62 @@ fn init_logging(cli: &Cli) -> Result<(), String> {
     // Dependencies log errors only: the SDK's debug output may hold response bodies, and its
     // warnings repeat what ssmfs reports itself, in its own words.
     let filter = tracing_subscriber::EnvFilter::new(format!("error,ssmfs={}", cli.log_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    match &cli.log_file {
-        Some(path) => {
-            let file = std::fs::OpenOptions::new()
+    let file = match &cli.log_file {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
                 .map_err(|e| {
                     format!(
-                        "cannot open log file {}: {e}; give a path in a directory that exists and \
-                         that this user can write",
+                        "cannot open log file {}: {e}; give a path in a directory that exists \
+                         and that this user can write",
                         path.display()
                     )
-                })?;
-            builder.with_ansi(false).with_writer(Arc::new(file)).init();
-        }
-        None => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
-            .init(),
+                })?,
+        ),
+        None => None,
+    };
+    let ansi = file.is_none() && std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt()
+        .with_ansi(ansi)
+        .with_env_filter(filter)
+        .event_format(Named {
+            name: cli.log_name.clone(),
+            format: tracing_subscriber::fmt::format()
+                .with_target(false)
+                .with_ansi(ansi),
+        });
+    match file {
+        Some(file) => builder.with_writer(Arc::new(file)).init(),
+        None => builder.with_writer(std::io::stderr).init(),
     }
     Ok(())
+}
+
+/// The log's lines, each begun with `[NAME] ` when the mount has a `--log-name`.
+struct Named<F> {
+    name: Option<String>,
+    format: F,
+}
+
+impl<S, N, F> FormatEvent<S, N> for Named<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        if let Some(name) = &self.name {
+            write!(writer, "[{name}] ")?;
+        }
+        self.format.format_event(ctx, writer, event)
+    }
 }
 
 fn run(cli: &Cli, readiness: &mut Readiness) -> Result<(), String> {

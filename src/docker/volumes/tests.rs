@@ -139,6 +139,13 @@ async fn create_checks_the_name_the_source_and_every_option() {
     let err = |r: Result<(), String>| r.unwrap_err();
     let no_source = err(volumes.create("v1", options(&[("max_age", "5")])).await);
     assert!(no_source.contains("-o source=ssm:/app"), "{no_source}");
+    let misspelt = err(volumes
+        .create("v1", options(&[("Source", "ssm:/app")]))
+        .await);
+    assert!(
+        misspelt.starts_with("unknown mount option 'Source=ssm:/app'"),
+        "{misspelt}"
+    );
     let bad_source = err(volumes.create("v1", options(&[("source", "app")])).await);
     assert!(bad_source.contains("must start with '/'"), "{bad_source}");
     let unknown = options(&[("source", "/app"), ("max_agee", "5")]);
@@ -295,6 +302,25 @@ async fn options_that_act_on_the_host_need_allowing() {
     let err = volumes.mount("v1", "c1").await.unwrap_err();
     assert!(err.contains("--allow-option on_change"), "{err}");
     assert_eq!(fake.counts(), (0, 0));
+    drop(volumes);
+
+    // Template files are read at create: a missing or broken one fails it.
+    let allowed = BTreeSet::from(["template".to_string()]);
+    let volumes = Volumes::open(dir.path(), "b1", allowed, fake.clone()).unwrap();
+    let good = dir.path().join("good.j2");
+    let broken = dir.path().join("broken.j2");
+    std::fs::write(&good, "host={{ param('db/host') }}\n").unwrap();
+    std::fs::write(&broken, "{% if %}").unwrap();
+    let missing = dir.path().join("missing.j2");
+    for (file, want) in [(&missing, "cannot read"), (&broken, "syntax error")] {
+        let value = format!("app.conf={}", file.display());
+        let opts = options(&[("source", "/app"), ("template", &value)]);
+        let err = volumes.create("t1", opts).await.unwrap_err();
+        assert!(err.contains(want), "{err}");
+    }
+    let value = format!("app.conf={}", good.display());
+    let opts = options(&[("source", "/app"), ("template", &value)]);
+    volumes.create("t1", opts).await.unwrap();
     drop(volumes);
 
     let bogus = BTreeSet::from(["max_age".to_string()]);
