@@ -79,14 +79,12 @@ pub async fn answer<M: Mounter>(volumes: &Arc<Volumes<M>>, path: &str, body: &[u
         Ok(value) => value,
         Err(err) => {
             let err = in_volume_words(&err);
-            let volume = serde_json::from_slice::<Named>(body)
-                .map(|n| n.name)
-                .unwrap_or_default();
+            let volume = serde_json::from_slice::<Named>(body).ok().map(|n| n.name);
             // dockerd asks every driver for a name before it creates a volume: not an event.
             if path == "/VolumeDriver.Get" {
-                debug!(volume, call = path, "{err}");
+                debug!(volume = volume.as_deref(), call = path, "{err}");
             } else {
-                warn!(volume, call = path, "{err}");
+                warn!(volume = volume.as_deref(), call = path, "{err}");
             }
             json!({ "Err": err })
         }
@@ -95,7 +93,8 @@ pub async fn answer<M: Mounter>(volumes: &Arc<Volumes<M>>, path: &str, body: &[u
 
 /// ssmfs's messages name its command-line options (`--max-age`, clap's `'--uid <UID>'`); the
 /// user of a volume gives them as `-o max_age`, `-o uid=<UID>`. Other words are left as they
-/// are, the plugin's own `--allow-option` among them.
+/// are: the plugin's own `--allow-option`, and a `--` within a word, as in a value the user
+/// gave (`x=--region`, `/a/--b`).
 pub fn in_volume_words(message: &str) -> String {
     use clap::CommandFactory;
     let command = crate::mount::cli::Cli::command();
@@ -112,7 +111,7 @@ pub fn in_volume_words(message: &str) -> String {
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
             .unwrap_or(after.len());
         let name = &after[..len];
-        let starts_word = !out.ends_with(|c: char| c.is_ascii_alphanumeric() || c == '-');
+        let starts_word = out.is_empty() || out.ends_with([' ', '\'', '(', '`']);
         if !(starts_word && is_option(name)) {
             out.push_str("--");
             rest = after;
@@ -121,9 +120,12 @@ pub fn in_volume_words(message: &str) -> String {
         out.push_str("-o ");
         out.push_str(&name.replace('-', "_"));
         rest = &after[len..];
-        if let Some(value) = rest.strip_prefix(" <").and_then(|v| v.split_once('>')) {
-            out.push_str(&format!("=<{}>", value.0));
-            rest = value.1;
+        // clap's value name: '--uid <UID>'.
+        if let Some((value, after)) = rest.strip_prefix(" <").and_then(|v| v.split_once('>')) {
+            if !value.is_empty() && !value.contains(char::is_whitespace) {
+                out.push_str(&format!("=<{value}>"));
+                rest = after;
+            }
         }
     }
     out.push_str(rest);
@@ -199,11 +201,17 @@ mod tests {
             in_volume_words("'--max-age-for <PATH=SECONDS>' is wrong, see --max-age"),
             "'-o max_age_for=<PATH=SECONDS>' is wrong, see -o max_age"
         );
+        assert_eq!(
+            in_volume_words("see --region <a b> here"),
+            "see -o region <a b> here"
+        );
         // Not ssmfs's mount options: left alone.
         for kept in [
             "start it with --allow-option on_change to accept it",
             "use the long options of ssmfs --help without their dashes",
             "a value such as x--region or --nonsense",
+            "unknown mount option 'x=--region': use the long options",
+            "no such path /a/--region",
             "ends with --",
         ] {
             assert_eq!(in_volume_words(kept), kept);

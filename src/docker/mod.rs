@@ -73,6 +73,20 @@ pub struct PluginCli {
 /// Where dockerd finds plugins' sockets.
 const PLUGINS_DIR: &str = "/run/docker/plugins";
 
+/// Whether dockerd finds the driver by its socket alone: `PLUGINS_DIR/NAME.sock` or
+/// `PLUGINS_DIR/NAME/NAME.sock`, through any symbolic link (/var/run is one to /run).
+fn found_by_dockerd(socket: &Path) -> bool {
+    let (Some(parent), Some(stem)) = (socket.parent(), socket.file_stem()) else {
+        return false;
+    };
+    let Ok(plugins) = std::fs::canonicalize(PLUGINS_DIR) else {
+        return false;
+    };
+    let parent = std::fs::canonicalize(parent).unwrap_or(parent.to_path_buf());
+    socket.extension().is_some_and(|e| e == "sock")
+        && (parent == plugins || parent == plugins.join(stem))
+}
+
 /// Requests are small JSON documents; anything larger is refused.
 const MAX_BODY: usize = 1 << 20;
 
@@ -150,11 +164,13 @@ async fn serve(cli: &PluginCli) -> Result<(), String> {
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     info!(socket = %cli.socket.display(), state = %cli.state_dir.display(), "serving Docker's volume plugin API");
-    if cli.socket.parent() != Some(Path::new(PLUGINS_DIR)) {
+    if !found_by_dockerd(&cli.socket) {
+        let at = std::path::absolute(&cli.socket).unwrap_or(cli.socket.clone());
+        let stem = at.file_stem().unwrap_or_default().to_string_lossy();
         warn!(
-            "dockerd looks for plugins' sockets in {PLUGINS_DIR} only: for a socket elsewhere, \
-             write /etc/docker/plugins/NAME.spec holding unix://{}",
-            cli.socket.display()
+            "dockerd looks for plugins' sockets in {PLUGINS_DIR} (or {PLUGINS_DIR}/NAME/): for \
+             a socket elsewhere, write /etc/docker/plugins/{stem}.spec holding unix://{}",
+            at.display()
         );
     }
     loop {

@@ -82,9 +82,10 @@ impl Mounter for Processes {
             .map_err(|e| format!("cannot make {}: {e}", socket.0.display()))?;
         let started = tokio::process::Command::new(&self.exe)
             .arg("--foreground")
-            // Its log lines name the volume; a volume's own -o log_name comes later and wins.
-            .arg(format!("--log-name={name}"))
             .args(args)
+            // Its log lines name the volume; last, so that no -o log_name of the volume's own
+            // can make them name another.
+            .arg(format!("--log-name={name}"))
             .arg("--")
             .arg(source)
             .arg(at)

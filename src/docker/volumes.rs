@@ -306,7 +306,9 @@ impl<M: Mounter> Volumes<M> {
         {
             let fixed = ["ssmfs", volume.source(), "/"].map(String::from);
             let cli = Cli::parse_args(fixed.into_iter().chain(args)).map_err(|e| e.to_string())?;
-            Templates::load(&cli.template)?;
+            tokio::task::spawn_blocking(move || Templates::load(&cli.template).map(drop))
+                .await
+                .map_err(|e| format!("reading the templates failed: {e}"))??;
         }
         let gate = self.gate(name);
         let _turn = gate.lock().await;

@@ -157,7 +157,7 @@ pub struct Cli {
 
     /// Begin each log line with [NAME], to tell mounts apart in a shared log (the Docker plugin
     /// names each volume's mount after the volume).
-    #[arg(long, value_name = "NAME", help_heading = "Logging")]
+    #[arg(long, value_name = "NAME", value_parser = parse_log_name, help_heading = "Logging")]
     pub log_name: Option<String>,
 
     /// Refresh every group when its max age runs out, even while nothing reads it, so that
@@ -550,6 +550,14 @@ impl std::str::FromStr for MaxAgeFor {
 }
 
 /// One `--template NAME=FILE` option.
+/// A name for log lines: printable, so that it cannot forge or break a line.
+fn parse_log_name(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 255 || s.chars().any(char::is_control) {
+        return Err("a log name is 1 to 255 printable characters".to_string());
+    }
+    Ok(s.to_string())
+}
+
 fn parse_template(s: &str) -> Result<(String, PathBuf), String> {
     let (name, file) = s.split_once('=').ok_or_else(|| {
         format!("'{s}' is not NAME=FILE, e.g. nginx.conf=/etc/ssmfs/nginx.conf.j2")
@@ -673,6 +681,16 @@ mod tests {
         // The later option wins, as mount(8) does with ro and rw.
         let cli = parse(&["/app", "/mnt", "-o", "ro,rw"]).unwrap();
         assert!(!cli.mount_flags.read_only);
+    }
+
+    #[test]
+    fn a_log_name_is_printable() {
+        let cli = parse(&["/app", "/mnt", "-o", "log_name=appcfg"]).unwrap();
+        assert_eq!(cli.log_name.as_deref(), Some("appcfg"));
+        for bad in ["a\nb", "\u{1b}[31m", ""] {
+            let err = parse(&["/app", "/mnt", "--log-name", bad]).unwrap_err();
+            assert!(err.contains("printable"), "{bad:?}: {err}");
+        }
     }
 
     #[test]

@@ -7,6 +7,21 @@ use std::os::fd::OwnedFd;
 
 use nix::unistd::{fork, pipe, setsid, ForkResult};
 
+/// What begins the lines ssmfs writes to standard error outside its log: `[NAME] ` for a mount
+/// with `--log-name`, as its log lines begin.
+static LABEL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Sets the label of [`say`]'s lines; once, at start-up.
+pub fn set_label(name: Option<&str>) {
+    let _ = LABEL.set(name.map(|n| format!("[{n}] ")).unwrap_or_default());
+}
+
+/// Writes one line to standard error: `ssmfs: MESSAGE`, after the label.
+pub fn say(message: &str) {
+    let label = LABEL.get().map_or("", String::as_str);
+    eprintln!("{label}ssmfs: {message}");
+}
+
 /// The channel through which the process reports the outcome of start-up.
 pub struct Readiness {
     /// Write end of the pipe to the waiting parent; `None` in the foreground.
@@ -32,11 +47,11 @@ impl Readiness {
                 match report.strip_prefix("ok") {
                     Some(_) => std::process::exit(0),
                     None if report.is_empty() => {
-                        eprintln!("ssmfs: the daemon exited during start-up (see its log)");
+                        say("the daemon exited during start-up (see its log)");
                         std::process::exit(1)
                     }
                     None => {
-                        eprintln!("ssmfs: {report}");
+                        say(&report);
                         std::process::exit(1)
                     }
                 }
@@ -68,7 +83,7 @@ impl Readiness {
             Some(mut pipe) => {
                 let _ = pipe.write_all(message.as_bytes());
             }
-            None if print => eprintln!("ssmfs: {message}"),
+            None if print => say(message),
             None => {}
         }
     }

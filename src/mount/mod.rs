@@ -59,9 +59,10 @@ pub fn main(cli: Cli) -> ExitCode {
     // Inherited across the fork below.
     // SAFETY: prctl with these arguments only changes this process's dumpable flag.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    daemon::set_label(cli.log_name.as_deref());
     if let Err(msg) = check_mountpoint(&cli.mountpoint).and_then(|()| init_logging(&cli)) {
         daemon::notify_failed(&msg);
-        eprintln!("ssmfs: {msg}");
+        daemon::say(&msg);
         return ExitCode::from(2);
     }
     let mut readiness = if cli.foreground {
@@ -70,7 +71,7 @@ pub fn main(cli: Cli) -> ExitCode {
         match Readiness::daemonize() {
             Ok(r) => r,
             Err(msg) => {
-                eprintln!("ssmfs: cannot start in the background: {msg}");
+                daemon::say(&format!("cannot start in the background: {msg}"));
                 return ExitCode::FAILURE;
             }
         }
@@ -78,13 +79,13 @@ pub fn main(cli: Cli) -> ExitCode {
     match run(&cli, &mut readiness) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
-            // In the foreground, a named mount's failure is a line of its log, named like the
-            // others, rather than a bare line beside them.
-            let logged = cli.log_file.is_some() || (cli.log_name.is_some() && cli.foreground);
-            if logged {
+            // In the foreground, a named mount's failure logged to standard error is a line of
+            // its log, stamped like the others, rather than a bare line beside them.
+            let in_log = cli.foreground && cli.log_name.is_some() && cli.log_file.is_none();
+            if cli.log_file.is_some() || in_log {
                 tracing::error!("{msg}");
             }
-            readiness.failed(&msg, !logged);
+            readiness.failed(&msg, !in_log);
             ExitCode::FAILURE
         }
     }
@@ -139,10 +140,10 @@ fn check_dead_mount(path: &Path) -> Result<(), String> {
             path.display()
         )
     })?;
-    eprintln!(
-        "ssmfs: detached the dead ssmfs mount left at {} by a daemon that died",
+    daemon::say(&format!(
+        "detached the dead ssmfs mount left at {} by a daemon that died",
         path.display()
-    );
+    ));
     check_mountpoint(path)
 }
 

@@ -148,6 +148,29 @@ fn environment() -> Environment<'static> {
     env
 }
 
+/// The largest template file read.
+const TEMPLATE_MAX: u64 = 1 << 20;
+
+/// A template file's text: a regular file (never a FIFO or a device that could block or run on
+/// forever) of at most [`TEMPLATE_MAX`] bytes.
+fn read_template(file: &std::path::Path) -> std::io::Result<String> {
+    use std::io::{Error, Read};
+    if !std::fs::metadata(file)?.is_file() {
+        return Err(Error::other("not a regular file"));
+    }
+    let mut text = String::new();
+    std::fs::File::open(file)?
+        .take(TEMPLATE_MAX + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > TEMPLATE_MAX {
+        return Err(Error::other(format!(
+            "larger than {} KiB",
+            TEMPLATE_MAX / 1024
+        )));
+    }
+    Ok(text)
+}
+
 impl Templates {
     /// Reads and compiles templates given as (NAME, FILE). An unreadable file or a syntax error
     /// is an error naming the template, the file and the line.
@@ -164,7 +187,7 @@ impl Templates {
         }
         let mut env = environment();
         for (name, file) in files {
-            let source = std::fs::read_to_string(file)
+            let source = read_template(file)
                 .map_err(|e| format!("template {name}: cannot read {}: {e}", file.display()))?;
             env.add_template_owned(name.clone(), source)
                 .map_err(|e| describe(name, Some(file), &e))?;

@@ -184,6 +184,21 @@ fn a_syntax_error_names_the_file_and_line() {
 }
 
 #[test]
+fn a_template_is_a_regular_file_of_at_most_a_mebibyte() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    // A FIFO with no writer would block the read for ever: refused before it is opened.
+    let err = Templates::load(&[("t".into(), fifo)]).unwrap_err();
+    assert!(err.contains("not a regular file"), "{err}");
+    let err = Templates::load(&[("t".into(), "/dev/zero".into())]).unwrap_err();
+    assert!(err.contains("not a regular file"), "{err}");
+    assert!(load(&"x".repeat(1 << 20)).is_ok());
+    let err = load(&"x".repeat((1 << 20) + 1)).unwrap_err();
+    assert!(err.contains("larger than 1024 KiB"), "{err}");
+}
+
+#[test]
 fn a_render_asks_for_everything_it_lacks_at_once() {
     let t = load("{{ param('a') }}{{ param('b') }}{% for k in dir('d') %}{{ k }}{% endfor %}\n")
         .unwrap();
