@@ -41,6 +41,30 @@ fn the_hierarchy_is_directories_and_files() {
 }
 
 #[test]
+fn cp_copies_the_whole_mount() {
+    // cp checks that the file it opened is the one it stat'ed, and `.stats` is a new snapshot
+    // for each reader.
+    let moto = seeded();
+    let m = Mount::start(&moto, "/app", &[]);
+    let dest = tempfile::tempdir().unwrap();
+    let copy = dest.path().join("copy");
+    for args in [&["-a"][..], &["-r"]] {
+        let _ = std::fs::remove_dir_all(&copy);
+        let out = std::process::Command::new("cp")
+            .args(args)
+            .arg(m.path(""))
+            .arg(&copy)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "cp {args:?}: {err}");
+        assert_eq!(std::fs::read(copy.join("db/password")).unwrap(), b"hunter2");
+        let stats = std::fs::read(copy.join(".stats")).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&stats).expect("a whole snapshot");
+    }
+}
+
+#[test]
 fn ssm_prefix_form_and_root_source() {
     let moto = seeded();
     let m = Mount::start(&moto, "ssm:/", &[]);

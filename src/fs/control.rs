@@ -1,6 +1,8 @@
 //! The control files: `.refresh` in every directory (a write refreshes that directory's subtree
 //! and returns once the kernel's caches show the result) and `.stats` at the root (a JSON
-//! snapshot of the mount's figures, a new inode per lookup so that no cached page goes stale).
+//! snapshot of the mount's figures, a new inode for each snapshot so that no cached page goes
+//! stale; a snapshot not yet read is handed out again for up to a second, so that `stat` then
+//! `open`, as `cp` does, finds one inode).
 //!
 //! Promises: nothing else on the mount can be written; a failed refresh is `EIO` and keeps the
 //! held values; a forced refresh never joins a fetch that started before it was asked for.

@@ -33,6 +33,9 @@ const SPAN: u64 = 1 << 48;
 pub struct Snapshot {
     pub content: Vec<u8>,
     pub at: SystemTime,
+    pub made: tokio::time::Instant,
+    /// Whether the kernel has read it: until then a lookup may hand it out again.
+    pub read: std::sync::atomic::AtomicBool,
 }
 
 /// What an inode is. Its identity, for numbering, is its [`Key`].
@@ -51,8 +54,8 @@ pub enum Node {
     },
     /// `.templates`, the directory of rendered templates.
     Templates,
-    /// One snapshot of `.stats`: each lookup makes a new one, so that what the kernel caches for
-    /// an inode never changes.
+    /// One snapshot of `.stats`: a lookup makes a new one unless the last is unread (see
+    /// `Fs::hand_out`), so that what the kernel caches for an inode never changes.
     Stats {
         generation: u64,
         snapshot: Arc<Snapshot>,

@@ -31,6 +31,7 @@
 //! - every change a fetch makes to what a path shows is sent to the kernel as an invalidation.
 
 use std::ffi::OsStr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, Weak};
 
 use crate::sync::Mutex;
@@ -75,6 +76,9 @@ use tree::{Cached, Fresh, Tree};
 const STATIC_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Listings kept built, at most: those of the directories being listed now.
 const MAX_LISTINGS: usize = 64;
+
+/// How long a `.stats` snapshot that no one has read may be handed out again.
+const STATS_REUSE: Duration = Duration::from_secs(1);
 
 pub struct Config {
     pub source: Source,
@@ -238,8 +242,10 @@ struct Core {
     inodes: Inodes,
     /// Listings by directory path, with the directory generation each was built from.
     listings: Capped<String, (u64, Arc<Listing>)>,
-    /// `.stats` snapshots made so far: each lookup makes one.
+    /// `.stats` snapshots made so far.
     snapshots: u64,
+    /// The newest `.stats` snapshot, by its generation.
+    last_snapshot: Option<(u64, Arc<inodes::Snapshot>)>,
     /// The rendered files followed.
     renders: rendered::Renders,
 }
@@ -281,6 +287,7 @@ impl<B: Backend> Fs<B> {
                 inodes: Inodes::new(),
                 listings: Capped::new(MAX_LISTINGS),
                 snapshots: 0,
+                last_snapshot: None,
                 renders: Default::default(),
             }),
             flights: Flights::default(),
@@ -438,14 +445,28 @@ impl<B: Backend> Fs<B> {
             Target::Refresh(dir) => Node::Refresh { dir },
             Target::Templates => Node::Templates,
             Target::Stats => {
-                let content = self.figures(&core.tree).to_json();
-                core.snapshots += 1;
-                Node::Stats {
-                    generation: core.snapshots,
-                    snapshot: Arc::new(inodes::Snapshot {
-                        content,
+                // `stat` then `open` (cp) is two lookups: the second must find the inode the
+                // first did. So a snapshot no one has read yet, still held and under a second
+                // old, is handed out again; any other lookup renders a new one.
+                let unread = core.last_snapshot.clone().filter(|(generation, snapshot)| {
+                    !snapshot.read.load(Ordering::Relaxed)
+                        && snapshot.made.elapsed() < STATS_REUSE
+                        && core.inodes.held(&Key::Stats(*generation)).is_some()
+                });
+                let (generation, snapshot) = unread.unwrap_or_else(|| {
+                    core.snapshots += 1;
+                    let snapshot = Arc::new(inodes::Snapshot {
+                        content: self.figures(&core.tree).to_json(),
                         at: SystemTime::now(),
-                    }),
+                        made: Instant::now(),
+                        read: Default::default(),
+                    });
+                    core.last_snapshot = Some((core.snapshots, snapshot.clone()));
+                    (core.snapshots, snapshot)
+                });
+                Node::Stats {
+                    generation,
+                    snapshot,
                 }
             }
         };
@@ -541,7 +562,10 @@ impl<B: Backend> Fs<B> {
                 None => Ok(slice(cached.param.content.as_bytes())),
                 Some(code) => Err(Error::Backend(BackendError::AccessDenied(code.clone()))),
             },
-            Some(Node::Stats { snapshot, .. }) => Ok(slice(&snapshot.content)),
+            Some(Node::Stats { snapshot, .. }) => {
+                snapshot.read.store(true, Ordering::Relaxed);
+                Ok(slice(&snapshot.content))
+            }
             Some(Node::Refresh { .. }) => Ok(Vec::new()),
             Some(Node::Dir { .. } | Node::Templates) => Err(Error::IsDir),
             None => Err(Error::NotFound),
