@@ -277,6 +277,30 @@ fn a_restart_detaches_the_dead_mount_a_killed_daemon_left() {
 }
 
 #[test]
+fn a_second_mount_on_a_live_one_is_refused() {
+    let moto = Moto::start();
+    moto.put("/app/a", "String", "1");
+    let first = Mount::start(&moto, "/app", &[]);
+    let mnt = first.path("");
+    // Through a path of another spelling, too.
+    let other = mnt.join("..").join(mnt.file_name().unwrap());
+    let out = ssmfs()
+        .args(["/app"])
+        .arg(&other)
+        .args(["--endpoint-url", &moto.url()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("is already an ssmfs mount"), "{stderr}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let canonical = std::fs::canonicalize(&mnt).unwrap();
+    let at = format!(" {} ", canonical.display());
+    assert_eq!(mounts.lines().filter(|l| l.contains(&at)).count(), 1);
+    assert_eq!(first.read("a"), b"1");
+}
+
+#[test]
 fn a_user_without_mount_rights_mounts_through_fusermount3_as_fuse_ssmfs() {
     let moto = Moto::start();
     moto.put("/app/a", "String", "as nobody");

@@ -84,6 +84,14 @@ impl<B: Backend> Fs<B> {
         let path = self.config.source.full_name("");
         let page = self.call_list(&path, self.config.recursive, None).await?;
         self.record_health(&Ok::<(), BackendError>(()));
+        if page.params.is_empty() && page.next_token.is_none() {
+            // A typo in SOURCE, or SOURCE a parameter's name rather than a path above it.
+            warn!(
+                source = %path,
+                "nothing is under the source (or nothing passes the filters): the mount is \
+                 empty until parameters are put there"
+            );
+        }
         let mut core = self.core.lock().unwrap();
         if page.next_token.is_none() {
             let subtree = self.config.recursive;

@@ -111,6 +111,13 @@ fn check_mountpoint(path: &Path) -> Result<(), String> {
         return check_dead_mount(path);
     }
     match std::fs::metadata(path) {
+        // A second mount on a live one would hide it, and the daemon behind it would go on
+        // serving no one.
+        Ok(m) if m.is_dir() && ssmfs_mount_at(path) => Err(format!(
+            "{} is already an ssmfs mount: unmount it first (umount {}) or mount elsewhere",
+            path.display(),
+            path.display()
+        )),
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => Err(format!("mountpoint {} is not a directory", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
@@ -126,7 +133,7 @@ fn check_mountpoint(path: &Path) -> Result<(), String> {
 /// A dead mount: its daemon was killed or crashed. One of ours is useless to anyone and is
 /// detached, so that a restart (systemd, a container) simply works.
 fn check_dead_mount(path: &Path) -> Result<(), String> {
-    if !dead_ssmfs_mount(path) {
+    if !ssmfs_mount_at(path) {
         return Err(format!(
             "mountpoint {} is left over from a FUSE daemon that died: unmount it with umount -l \
              {} and start ssmfs again",
@@ -147,12 +154,17 @@ fn check_dead_mount(path: &Path) -> Result<(), String> {
     check_mountpoint(path)
 }
 
-/// Whether the topmost mount at `path` is of type fuse.ssmfs.
-fn dead_ssmfs_mount(path: &Path) -> bool {
-    let Ok(cwd) = std::env::current_dir() else {
-        return false;
+/// Whether the topmost mount at `path` is of type fuse.ssmfs, live or dead.
+fn ssmfs_mount_at(path: &Path) -> bool {
+    // A live mount's path is made canonical (as the mount table has it); a dead one's cannot
+    // be, as it does not answer.
+    let want = match std::fs::canonicalize(path) {
+        Ok(canonical) => canonical,
+        Err(_) => match std::env::current_dir() {
+            Ok(cwd) => cwd.join(path),
+            Err(_) => return false,
+        },
     };
-    let want = cwd.join(path);
     let Ok(mounts) = procfs::process::Process::myself().and_then(|p| p.mountinfo()) else {
         return false;
     };
@@ -404,7 +416,8 @@ fn serve<B: Backend>(
             notify_status(&line);
         }
     });
-    info!(source = %source, mountpoint = %cli.mountpoint.display(), "mounted");
+    let at = std::path::absolute(&cli.mountpoint).unwrap_or(cli.mountpoint.clone());
+    info!(source = %source, mountpoint = %at.display(), "mounted");
     readiness.ready();
     notify_status(&first);
 
