@@ -9,10 +9,10 @@ use std::io::BufReader;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::docker::{docker, docker_ok, image, unique, Container};
-use common::{is_mounted, notify_socket_at, ssmfs, Moto, Mount};
+use common::{is_mounted, notify_socket_at, ssmfs, wait_for, Moto, Mount};
 
 #[test]
 fn a_container_reads_a_bound_directory_as_another_user_and_sees_refreshes() {
@@ -83,19 +83,6 @@ impl Drop for SharedDir {
             .arg(self.dir.path())
             .status();
     }
-}
-
-/// Waits, at most `limit`, for `done`; a bound on a hang while Docker works, not a
-/// synchronisation on time.
-fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while !done() {
-        if start.elapsed() > limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    true
 }
 
 #[test]

@@ -259,11 +259,17 @@ fn while_events_flow_reads_past_the_max_age_cost_nothing() {
     // Time passing is what is tested here: twice the max age.
     std::thread::sleep(std::time::Duration::from_secs(2));
     assert_eq!(m.read_str("a"), "one");
-    assert_eq!(
-        calls(&m),
-        before,
-        "events flow: the safety sweep's max age applies"
-    );
+    let after = calls(&m);
+    // Only while events flow: a receive that failed meanwhile (moto under the load of the whole
+    // suite) puts the mount back on --max-age, and says so.
+    if after != before && !m.log().contains("cannot receive") {
+        panic!(
+            "events flowed, yet {} calls were made: {}\n{}",
+            after - before,
+            m.stats()["api_calls"],
+            m.log()
+        );
+    }
 }
 
 #[test]

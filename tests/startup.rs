@@ -8,7 +8,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use common::proxy::Proxy;
-use common::{is_mounted, moto_iam, ssmfs, xml_field, Moto, Mount};
+use common::{is_mounted, moto_iam, ssmfs, wait_for, xml_field, Moto, Mount};
 
 /// Runs ssmfs to completion (background mode returns once mounted or failed).
 fn run(cmd: &mut Command) -> (bool, String) {
@@ -298,6 +298,54 @@ fn a_second_mount_on_a_live_one_is_refused() {
     let at = format!(" {} ", canonical.display());
     assert_eq!(mounts.lines().filter(|l| l.contains(&at)).count(), 1);
     assert_eq!(first.read("a"), b"1");
+}
+
+#[test]
+fn a_mountpoint_with_a_blank_is_found_in_the_mount_table_live_or_dead() {
+    // The mount table escapes blanks: `with space` is `with\040space` there.
+    let moto = Moto::start();
+    moto.put("/app/a", "String", "1");
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("with space");
+    std::fs::create_dir(&mnt).unwrap();
+    let start = || {
+        ssmfs()
+            .args(["/app"])
+            .arg(&mnt)
+            .args(["--endpoint-url", &moto.url()])
+            .env("SSMFS_RUNTIME_DIR", dir.path().join("run"))
+            .output()
+            .unwrap()
+    };
+    let first = start();
+    assert!(first.status.success(), "{first:?}");
+    let second = start();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("is already an ssmfs mount"), "{stderr}");
+
+    let killed = std::process::Command::new("pkill")
+        .args(["-KILL", "-f"])
+        .arg(format!("ssmfs /app {}", mnt.display()))
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(
+        wait_for(std::time::Duration::from_secs(10), || std::fs::read_dir(
+            &mnt
+        )
+        .is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN))),
+        "the mount is dead"
+    );
+    let third = start();
+    let stderr = String::from_utf8_lossy(&third.stderr);
+    assert!(third.status.success(), "{stderr}");
+    assert!(stderr.contains("detached the dead ssmfs mount"), "{stderr}");
+    assert_eq!(std::fs::read(mnt.join("a")).unwrap(), b"1");
+    assert!(std::process::Command::new("umount")
+        .arg(&mnt)
+        .status()
+        .unwrap()
+        .success());
 }
 
 #[test]

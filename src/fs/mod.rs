@@ -527,7 +527,8 @@ impl<B: Backend> Fs<B> {
                 ttl: STATIC_TTL,
                 generation: 0,
             },
-            // A zero TTL makes every open look `.stats` up again, which renders a new snapshot.
+            // A zero TTL makes every open look `.stats` up again, which renders a new snapshot
+            // (or hands out one no one has read yet: see `hand_out`).
             Node::Stats { snapshot, .. } => Entry {
                 attr: self.attr(
                     ino,

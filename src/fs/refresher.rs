@@ -86,10 +86,15 @@ impl<B: Backend> Fs<B> {
         self.record_health(&Ok::<(), BackendError>(()));
         if page.params.is_empty() && page.next_token.is_none() {
             // A typo in SOURCE, or SOURCE a parameter's name rather than a path above it.
+            let what = if self.config.recursive {
+                "nothing is under the source"
+            } else {
+                "nothing is directly under the source (--no-recursive shows no subdirectories)"
+            };
             warn!(
                 source = %path,
-                "nothing is under the source (or nothing passes the filters): the mount is \
-                 empty until parameters are put there"
+                "{what}, or nothing passes the filters: the mount is empty until parameters are \
+                 put there"
             );
         }
         let mut core = self.core.lock().unwrap();

@@ -113,11 +113,7 @@ fn check_mountpoint(path: &Path) -> Result<(), String> {
     match std::fs::metadata(path) {
         // A second mount on a live one would hide it, and the daemon behind it would go on
         // serving no one.
-        Ok(m) if m.is_dir() && ssmfs_mount_at(path) => Err(format!(
-            "{} is already an ssmfs mount: unmount it first (umount {}) or mount elsewhere",
-            path.display(),
-            path.display()
-        )),
+        Ok(m) if m.is_dir() && ssmfs_mount_at(path) => Err(already_mounted(path)),
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => Err(format!("mountpoint {} is not a directory", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
@@ -154,6 +150,14 @@ fn check_dead_mount(path: &Path) -> Result<(), String> {
     check_mountpoint(path)
 }
 
+fn already_mounted(path: &Path) -> String {
+    format!(
+        "{} is already an ssmfs mount: unmount it first (umount {}) or mount elsewhere",
+        path.display(),
+        path.display()
+    )
+}
+
 /// Whether the topmost mount at `path` is of type fuse.ssmfs, live or dead.
 fn ssmfs_mount_at(path: &Path) -> bool {
     // A live mount's path is made canonical (as the mount table has it); a dead one's cannot
@@ -168,9 +172,17 @@ fn ssmfs_mount_at(path: &Path) -> bool {
     let Ok(mounts) = procfs::process::Process::myself().and_then(|p| p.mountinfo()) else {
         return false;
     };
+    // The mount table writes blanks and backslashes in paths as octal escapes.
+    let mut escaped = String::new();
+    for c in want.to_string_lossy().chars() {
+        match c {
+            ' ' | '\t' | '\n' | '\\' => escaped.push_str(&format!("\\{:03o}", c as u32)),
+            c => escaped.push(c),
+        }
+    }
     mounts
         .into_iter()
-        .rfind(|m| m.mount_point == want)
+        .rfind(|m| m.mount_point.as_os_str() == escaped.as_str())
         .is_some_and(|m| m.fs_type == devfuse::FS_TYPE)
 }
 
@@ -354,6 +366,11 @@ fn serve<B: Backend>(
         no_exec: cli.mount_flags.no_exec,
         allow_other: acl != SessionACL::Owner,
     };
+    // Checked at start-up, and again now that the source was checked (that can take a while):
+    // a second start on the same mountpoint meanwhile must not be mounted over.
+    if ssmfs_mount_at(&cli.mountpoint) {
+        return Err(already_mounted(&cli.mountpoint));
+    }
     // mount(2) as fuse.ssmfs; without the right to (not root), fuser's fusermount3 path.
     let (session, mut unmounter) = match devfuse::mount(&request).map_err(cannot_mount)? {
         Some(fd) => match fuser::Session::from_fd(adapter, fd, acl, config) {

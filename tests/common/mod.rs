@@ -541,3 +541,16 @@ pub fn seed(moto: &Moto, params: impl Iterator<Item = (String, String)>) {
         while tasks.join_next().await.is_some() {}
     });
 }
+
+/// Waits, at most `limit`, for `done`: a bound on a hang while another process works (Docker,
+/// a daemon dying), not a synchronisation on time.
+pub fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while !done() {
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
