@@ -69,6 +69,7 @@ impl Systemd {
             .unwrap();
         let status = self.child.wait().unwrap();
         assert!(!status.success(), "{status}: {err}");
+        assert!(!is_mounted(&self.mnt), "a failed start left a mount: {err}");
         err
     }
 
@@ -172,7 +173,8 @@ fn metrics_show_the_figures_of_stats_in_prometheus_format() {
     assert!(body.ends_with("# EOF\n"));
     assert_eq!(http_get(port, "/other").0, "HTTP/1.0 404 Not Found");
 
-    // A port that is taken is a start-up error that names the option.
+    // A port that is taken is a start-up error that names the option (and, as every failed
+    // start, leaves nothing mounted).
     let out = Systemd::start(&moto.url(), &["--metrics-addr", &port.to_string()]).failed();
     assert!(out.contains("--metrics-addr 127.0.0.1:"), "{out}");
     assert!(out.contains("choose a free port"), "{out}");

@@ -58,10 +58,15 @@ pub fn mount(req: &MountRequest) -> std::io::Result<Option<OwnedFd>> {
         .write(true)
         .open("/dev/fuse")
         .map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("/dev/fuse: {e} (load the fuse module: modprobe fuse)"),
-            )
+            let hint = match e.kind() {
+                // A stock /dev/fuse is 0666, and fusermount3 does the mount(2) a user may not.
+                std::io::ErrorKind::PermissionDenied => {
+                    "this user may not open it: a user mounts only where /dev/fuse is 0666, as \
+                     on a stock system"
+                }
+                _ => "load the fuse module: modprobe fuse",
+            };
+            std::io::Error::new(e.kind(), format!("/dev/fuse: {e} ({hint})"))
         })?
         .into();
     let mut data = format!(

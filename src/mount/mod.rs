@@ -353,10 +353,13 @@ fn serve<B: Backend>(
     config.clone_fd = true;
     let adapter = FuseFs::new(fs.clone(), rt.handle().clone());
     let cannot_mount = |e: std::io::Error| {
+        // fusermount3's own words may end in a newline.
+        let why = e.to_string();
         format!(
-            "cannot mount on {}: {e}; run as root, or install fusermount3 (package fuse3) and \
+            "cannot mount on {}: {}; run as root, or install fusermount3 (package fuse3) and \
              check that /dev/fuse exists",
-            cli.mountpoint.display()
+            cli.mountpoint.display(),
+            why.trim_end()
         )
     };
     let request = MountRequest {
@@ -365,6 +368,11 @@ fn serve<B: Backend>(
         read_only: cli.mount_flags.read_only,
         no_exec: cli.mount_flags.no_exec,
         allow_other: acl != SessionACL::Owner,
+    };
+    // Taken before mounting, so that a port in use fails the start with nothing mounted.
+    let metrics_listener = match cli.metrics_addr {
+        Some(addr) => Some((addr, rt.block_on(metrics::bind(addr))?)),
+        None => None,
     };
     // Checked at start-up, and again now that the source was checked (that can take a while):
     // a second start on the same mountpoint meanwhile must not be mounted over.
@@ -419,8 +427,7 @@ fn serve<B: Backend>(
         let hup = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?;
         (term, int, hup)
     };
-    if let Some(addr) = cli.metrics_addr {
-        let listener = rt.block_on(metrics::bind(addr))?;
+    if let Some((addr, listener)) = metrics_listener {
         let fs = fs.clone();
         rt.spawn(metrics::serve(listener, Arc::new(move || fs.metrics())));
         info!(%addr, "serving metrics at /metrics");
