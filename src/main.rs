@@ -14,9 +14,7 @@ fn main() -> ExitCode {
         Err(e) => {
             if e.use_stderr() {
                 // For whoever started ssmfs through NOTIFY_SOCKET (systemd, the Docker plugin).
-                let text = e.to_string();
-                let line = text.lines().next().unwrap_or_default();
-                ssmfs::mount::daemon::notify_failed(line.strip_prefix("error: ").unwrap_or(line));
+                ssmfs::mount::daemon::notify_failed(&ssmfs::mount::cli::one_line(&e));
             }
             e.exit()
         }

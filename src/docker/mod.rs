@@ -96,9 +96,8 @@ pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    let filter = tracing_subscriber::EnvFilter::new(format!("error,ssmfs={}", cli.log_level));
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(crate::mount::log_filter(&cli.log_level))
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)

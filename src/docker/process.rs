@@ -14,7 +14,7 @@ use tokio::net::UnixDatagram;
 use tracing::{info, warn};
 
 use super::volumes::{Found, Mounter};
-use crate::mount::devfuse::FS_TYPE;
+use crate::mount::devfuse::ssmfs_mounted;
 
 pub struct Processes {
     /// The ssmfs binary.
@@ -109,13 +109,7 @@ impl Mounter for Processes {
     }
 
     fn mounted(&self, at: &Path) -> bool {
-        let Ok(mounts) = procfs::process::Process::myself().and_then(|p| p.mountinfo()) else {
-            return false;
-        };
-        mounts
-            .into_iter()
-            .rfind(|m| m.mount_point == at)
-            .is_some_and(|m| m.fs_type == FS_TYPE)
+        ssmfs_mounted(at)
     }
 
     async fn found(&self, at: &Path) -> Found {

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::mount::cli::Cli;
+use crate::mount::cli::{one_line, Cli};
 use crate::render::template::Templates;
 
 /// What is at a volume's mountpoint.
@@ -305,7 +305,7 @@ impl<M: Mounter> Volumes<M> {
             .any(|k| k.replace('-', "_") == "template")
         {
             let fixed = ["ssmfs", volume.source(), "/"].map(String::from);
-            let cli = Cli::parse_args(fixed.into_iter().chain(args)).map_err(|e| e.to_string())?;
+            let cli = Cli::parse_args(fixed.into_iter().chain(args)).map_err(|e| one_line(&e))?;
             tokio::task::spawn_blocking(move || Templates::load(&cli.template).map(drop))
                 .await
                 .map_err(|e| format!("reading the templates failed: {e}"))??;

@@ -242,9 +242,7 @@ struct Core {
     inodes: Inodes,
     /// Listings by directory path, with the directory generation each was built from.
     listings: Capped<String, (u64, Arc<Listing>)>,
-    /// `.stats` snapshots made so far.
-    snapshots: u64,
-    /// The newest `.stats` snapshot, by its generation.
+    /// The newest `.stats` snapshot, with its generation (the number of snapshots made).
     last_snapshot: Option<(u64, Arc<inodes::Snapshot>)>,
     /// The rendered files followed.
     renders: rendered::Renders,
@@ -286,7 +284,6 @@ impl<B: Backend> Fs<B> {
                 tree: Tree::new(Instant::now()),
                 inodes: Inodes::new(),
                 listings: Capped::new(MAX_LISTINGS),
-                snapshots: 0,
                 last_snapshot: None,
                 renders: Default::default(),
             }),
@@ -454,15 +451,15 @@ impl<B: Backend> Fs<B> {
                         && core.inodes.held(&Key::Stats(*generation)).is_some()
                 });
                 let (generation, snapshot) = unread.unwrap_or_else(|| {
-                    core.snapshots += 1;
+                    let generation = core.last_snapshot.as_ref().map_or(0, |(g, _)| *g) + 1;
                     let snapshot = Arc::new(inodes::Snapshot {
                         content: self.figures(&core.tree).to_json(),
                         at: SystemTime::now(),
                         made: Instant::now(),
                         read: Default::default(),
                     });
-                    core.last_snapshot = Some((core.snapshots, snapshot.clone()));
-                    (core.snapshots, snapshot)
+                    core.last_snapshot = Some((generation, snapshot.clone()));
+                    (generation, snapshot)
                 });
                 Node::Stats {
                     generation,

@@ -360,12 +360,7 @@ impl Cli {
             .into_iter()
             .map(String::from)
             .chain(args.iter().cloned());
-        Cli::parse_args(check).map_err(|err| {
-            // clap's first line, without its "error: " and the usage after it.
-            let text = err.to_string();
-            let line = text.lines().next().unwrap_or_default();
-            line.strip_prefix("error: ").unwrap_or(line).to_string()
-        })?;
+        Cli::parse_args(check).map_err(|err| one_line(&err))?;
         Ok(args)
     }
 
@@ -549,7 +544,13 @@ impl std::str::FromStr for MaxAgeFor {
     }
 }
 
-/// One `--template NAME=FILE` option.
+/// What a clap error says, in one line: its first, without "error: " and the usage after it.
+pub fn one_line(err: &clap::Error) -> String {
+    let text = err.to_string();
+    let line = text.lines().next().unwrap_or_default();
+    line.strip_prefix("error: ").unwrap_or(line).to_string()
+}
+
 /// A name for log lines: printable, so that it cannot forge or break a line.
 fn parse_log_name(s: &str) -> Result<String, String> {
     if s.is_empty() || s.len() > 255 || s.chars().any(char::is_control) {
@@ -558,6 +559,7 @@ fn parse_log_name(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// One `--template NAME=FILE` option.
 fn parse_template(s: &str) -> Result<(String, PathBuf), String> {
     let (name, file) = s.split_once('=').ok_or_else(|| {
         format!("'{s}' is not NAME=FILE, e.g. nginx.conf=/etc/ssmfs/nginx.conf.j2")

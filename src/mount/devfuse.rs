@@ -7,7 +7,8 @@
 //!
 //! Promises: on success the mount is live once the session's handshake is done; without the
 //! right to mount (EPERM: not root) nothing is mounted and the caller falls back to fuser's
-//! `fusermount3` path, which sets the same type from the subtype.
+//! `fusermount3` path, which sets the same type from the subtype. [`ssmfs_mounted`] finds such a
+//! mount in the mount table, for start-up and for the Docker plugin.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
@@ -49,6 +50,26 @@ impl MountRequest<'_> {
         }
         options
     }
+}
+
+/// Whether the topmost mount at the absolute path `at` is of type fuse.ssmfs, live or dead, from
+/// the mount table alone (no request reaches a daemon).
+pub fn ssmfs_mounted(at: &Path) -> bool {
+    let Ok(mounts) = procfs::process::Process::myself().and_then(|p| p.mountinfo()) else {
+        return false;
+    };
+    // The mount table writes blanks and backslashes in paths as octal escapes.
+    let mut escaped = String::new();
+    for c in at.to_string_lossy().chars() {
+        match c {
+            ' ' | '\t' | '\n' | '\\' => escaped.push_str(&format!("\\{:03o}", c as u32)),
+            c => escaped.push(c),
+        }
+    }
+    mounts
+        .into_iter()
+        .rfind(|m| m.mount_point.as_os_str() == escaped.as_str())
+        .is_some_and(|m| m.fs_type == FS_TYPE)
 }
 
 /// Opens /dev/fuse and mounts it. `Ok(None)`: not permitted, nothing done.

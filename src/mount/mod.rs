@@ -169,27 +169,18 @@ fn ssmfs_mount_at(path: &Path) -> bool {
             Err(_) => return false,
         },
     };
-    let Ok(mounts) = procfs::process::Process::myself().and_then(|p| p.mountinfo()) else {
-        return false;
-    };
-    // The mount table writes blanks and backslashes in paths as octal escapes.
-    let mut escaped = String::new();
-    for c in want.to_string_lossy().chars() {
-        match c {
-            ' ' | '\t' | '\n' | '\\' => escaped.push_str(&format!("\\{:03o}", c as u32)),
-            c => escaped.push(c),
-        }
-    }
-    mounts
-        .into_iter()
-        .rfind(|m| m.mount_point.as_os_str() == escaped.as_str())
-        .is_some_and(|m| m.fs_type == devfuse::FS_TYPE)
+    devfuse::ssmfs_mounted(&want)
+}
+
+/// What is logged at `level`: ssmfs's own lines. Dependencies log errors only: the SDK's debug
+/// output may hold response bodies, and its warnings repeat what ssmfs reports itself, in its
+/// own words.
+pub fn log_filter(level: &str) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::new(format!("error,ssmfs={level}"))
 }
 
 fn init_logging(cli: &Cli) -> Result<(), String> {
-    // Dependencies log errors only: the SDK's debug output may hold response bodies, and its
-    // warnings repeat what ssmfs reports itself, in its own words.
-    let filter = tracing_subscriber::EnvFilter::new(format!("error,ssmfs={}", cli.log_level));
+    let filter = log_filter(&cli.log_level);
     let file = match &cli.log_file {
         Some(path) => Some(
             std::fs::OpenOptions::new()

@@ -98,11 +98,17 @@ fn open(dir: &Path, boot: &str, fake: &Fake) -> Arc<Volumes<Fake>> {
     Arc::new(Volumes::open(dir, boot, BTreeSet::new(), fake.clone()).unwrap())
 }
 
-#[tokio::test]
-async fn the_first_container_mounts_and_the_last_one_out_unmounts() {
+/// Volumes in a state directory of their own, over a fake mounter.
+fn fresh() -> (tempfile::TempDir, Fake, Arc<Volumes<Fake>>) {
     let dir = tempfile::tempdir().unwrap();
     let fake = Fake::default();
     let volumes = open(dir.path(), "b1", &fake);
+    (dir, fake, volumes)
+}
+
+#[tokio::test]
+async fn the_first_container_mounts_and_the_last_one_out_unmounts() {
+    let (dir, fake, volumes) = fresh();
     volumes.create("appcfg", app()).await.unwrap();
     assert_eq!(volumes.path("appcfg").await.unwrap(), None);
 
@@ -134,8 +140,7 @@ async fn the_first_container_mounts_and_the_last_one_out_unmounts() {
 
 #[tokio::test]
 async fn create_checks_the_name_the_source_and_every_option() {
-    let dir = tempfile::tempdir().unwrap();
-    let volumes = open(dir.path(), "b1", &Fake::default());
+    let (_dir, _, volumes) = fresh();
     let err = |r: Result<(), String>| r.unwrap_err();
     let no_source = err(volumes.create("v1", options(&[("max_age", "5")])).await);
     assert!(no_source.contains("-o source=ssm:/app"), "{no_source}");
@@ -169,9 +174,7 @@ async fn create_checks_the_name_the_source_and_every_option() {
 
 #[tokio::test]
 async fn a_failed_mount_counts_no_container_and_says_why() {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = Fake::default();
-    let volumes = open(dir.path(), "b1", &fake);
+    let (_dir, fake, volumes) = fresh();
     volumes.create("v1", app()).await.unwrap();
     fake.state.lock().unwrap().fail = Some("no AWS credentials found".to_string());
     let err = volumes.mount("v1", "c1").await.unwrap_err();
@@ -184,9 +187,7 @@ async fn a_failed_mount_counts_no_container_and_says_why() {
 #[tokio::test]
 async fn remove_unmounts_and_forgets_even_a_mount_whose_release_never_came() {
     // Docker removes no volume a container uses: a count left here is a lost Unmount.
-    let dir = tempfile::tempdir().unwrap();
-    let fake = Fake::default();
-    let volumes = open(dir.path(), "b1", &fake);
+    let (dir, fake, volumes) = fresh();
     volumes.create("v1", app()).await.unwrap();
     volumes.mount("v1", "c1").await.unwrap();
     volumes.remove("v1").await.unwrap();
@@ -208,9 +209,7 @@ async fn remove_unmounts_and_forgets_even_a_mount_whose_release_never_came() {
 #[tokio::test]
 async fn an_id_mounted_twice_is_released_twice() {
     // `docker cp` mounts a running container's volumes again, under the container's ID.
-    let dir = tempfile::tempdir().unwrap();
-    let fake = Fake::default();
-    let volumes = open(dir.path(), "b1", &fake);
+    let (_dir, fake, volumes) = fresh();
     volumes.create("v1", app()).await.unwrap();
     volumes.mount("v1", "c1").await.unwrap();
     volumes.mount("v1", "c1").await.unwrap();
@@ -226,9 +225,7 @@ async fn an_id_mounted_twice_is_released_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_start_holds_up_its_own_volume_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = Fake::default();
-    let volumes = open(dir.path(), "b1", &fake);
+    let (_dir, fake, volumes) = fresh();
     volumes.create("slow", app()).await.unwrap();
     volumes.create("other", app()).await.unwrap();
     let first = tokio::spawn({
@@ -264,9 +261,7 @@ async fn a_slow_start_holds_up_its_own_volume_only() {
 
 #[tokio::test]
 async fn options_that_act_on_the_host_need_allowing() {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = Fake::default();
-    let volumes = open(dir.path(), "b1", &fake);
+    let (dir, fake, volumes) = fresh();
     for (key, value) in [
         ("on_change", "touch /tmp/x"),
         ("on-change", "touch /tmp/x"),
@@ -342,9 +337,7 @@ async fn one_plugin_a_state_directory() {
 
 #[tokio::test(start_paused = true)]
 async fn a_mount_that_waited_past_dockers_patience_is_not_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = Fake::default();
-    let volumes = open(dir.path(), "b1", &fake);
+    let (_dir, fake, volumes) = fresh();
     volumes.create("slow", app()).await.unwrap();
     let first = tokio::spawn({
         let volumes = volumes.clone();
@@ -365,8 +358,7 @@ async fn a_mount_that_waited_past_dockers_patience_is_not_counted() {
 
 #[tokio::test]
 async fn allow_root_is_refused_at_create_since_the_mounts_allow_others() {
-    let dir = tempfile::tempdir().unwrap();
-    let volumes = open(dir.path(), "b1", &Fake::default());
+    let (_dir, _, volumes) = fresh();
     let opts = options(&[("source", "/app"), ("allow_root", "")]);
     let err = volumes.create("v1", opts).await.unwrap_err();
     assert!(
@@ -447,8 +439,7 @@ async fn a_state_file_that_is_not_ours_stops_the_plugin_rather_than_losing_volum
 async fn docker_sees_the_plugin_api_shapes() {
     use crate::docker::api::answer;
     use serde_json::json;
-    let dir = tempfile::tempdir().unwrap();
-    let volumes = open(dir.path(), "b1", &Fake::default());
+    let (dir, _, volumes) = fresh();
     let call = |path: &'static str, body: serde_json::Value| {
         let volumes = &volumes;
         async move { answer(volumes, path, body.to_string().as_bytes()).await }
